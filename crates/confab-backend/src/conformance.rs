@@ -1,0 +1,539 @@
+//! The conformance suite every backend must pass.
+//!
+//! Each check takes a [`Cluster`]: something that hands out nodes (gateways) sharing
+//! one store, so the suite checks fan-out between nodes as well as history and
+//! presence. [`conformance_tests!`](crate::conformance_tests) expands to one
+//! `#[tokio::test]` per check; the memory backend runs it in `tests/memory.rs`,
+//! the Redis backend against a real redis-server.
+
+use crate::{
+    BackendError, Broker, BusEvent, EventReceiver, HistoryQuery, NewDm, NewMessage, Presence,
+    Signal, Topic,
+};
+use async_trait::async_trait;
+use confab_core::{Message, MessageId};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One gateway's view of a backend.
+pub struct Node {
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<dyn Presence>,
+    pub events: EventReceiver,
+}
+
+/// Hands out nodes that share one store.
+#[async_trait]
+pub trait Cluster: Send + Sync {
+    async fn node(&self) -> Node;
+}
+
+/// A name unique to this test process and call, so checks never see each other's
+/// rooms even on a shared Redis.
+pub fn unique(base: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = crate::now_ms() % 1_000_000;
+    format!(
+        "{base}-{}-{t}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn draft(room: &str, from: &str, text: &str) -> NewMessage {
+    NewMessage {
+        room: room.into(),
+        from: from.into(),
+        text: text.into(),
+        client_id: None,
+    }
+}
+
+async fn recv(rx: &mut EventReceiver) -> BusEvent {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .expect("timed out waiting for an event")
+        .expect("event channel closed")
+}
+
+async fn assert_quiet(rx: &mut EventReceiver) {
+    if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {
+        panic!("expected no event, got {ev:?}");
+    }
+}
+
+fn texts(items: &[Message]) -> Vec<&str> {
+    items.iter().map(|m| m.text.as_str()).collect()
+}
+
+/// Ids are assigned by the backend, strictly increasing; `Latest` returns the newest
+/// page oldest-first with `has_more`.
+pub async fn publish_assigns_ids_and_latest_page(c: &dyn Cluster) {
+    let n = c.node().await;
+    let room = unique("ids");
+    let mut last = MessageId::ZERO;
+    for i in 0..10 {
+        let m = n
+            .broker
+            .publish_message(NewMessage {
+                client_id: Some(format!("c{i}")),
+                ..draft(&room, "alice", &format!("m{i}"))
+            })
+            .await
+            .unwrap();
+        assert!(m.id > last, "ids must increase: {} after {}", m.id, last);
+        assert_eq!(m.room, room);
+        assert_eq!(m.from, "alice");
+        assert_eq!(m.client_id.as_deref(), Some(&*format!("c{i}")));
+        assert!(m.ts > 1_600_000_000_000);
+        last = m.id;
+    }
+    let p = n
+        .broker
+        .room_history(&room, HistoryQuery::Latest { limit: 4 })
+        .await
+        .unwrap();
+    assert_eq!(texts(&p.items), ["m6", "m7", "m8", "m9"]);
+    assert!(p.has_more);
+    assert_eq!(p.items[3].id, last);
+    let all = n
+        .broker
+        .room_history(&room, HistoryQuery::Latest { limit: 50 })
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 10);
+    assert!(!all.has_more);
+    assert_eq!(all.items[0].client_id.as_deref(), Some("c0"));
+    let none = n
+        .broker
+        .room_history(&unique("empty"), HistoryQuery::Latest { limit: 5 })
+        .await
+        .unwrap();
+    assert!(none.items.is_empty() && !none.has_more && !none.truncated);
+}
+
+/// `Before` pages backwards without overlap or gap.
+pub async fn history_pages_backwards(c: &dyn Cluster) {
+    let n = c.node().await;
+    let room = unique("pages");
+    for i in 0..25 {
+        n.broker
+            .publish_message(draft(&room, "bob", &format!("{i}")))
+            .await
+            .unwrap();
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut before: Option<MessageId> = None;
+    let mut pages = 0;
+    loop {
+        let q = match before {
+            None => HistoryQuery::Latest { limit: 10 },
+            Some(id) => HistoryQuery::Before { id, limit: 10 },
+        };
+        let p = n.broker.room_history(&room, q).await.unwrap();
+        pages += 1;
+        assert!(p.items.windows(2).all(|w| w[0].id < w[1].id));
+        let mut page: Vec<String> = p.items.iter().map(|m| m.text.clone()).collect();
+        page.append(&mut seen);
+        seen = page;
+        before = p.items.first().map(|m| m.id);
+        if !p.has_more {
+            break;
+        }
+        assert!(pages < 10, "paging does not terminate");
+    }
+    assert_eq!(pages, 3);
+    let want: Vec<String> = (0..25).map(|i| i.to_string()).collect();
+    assert_eq!(seen, want);
+}
+
+/// `After` returns exactly the messages after an id, and says when it cannot.
+pub async fn after_returns_missed_messages(c: &dyn Cluster) {
+    let n = c.node().await;
+    let room = unique("after");
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        ids.push(
+            n.broker
+                .publish_message(draft(&room, "a", &format!("{i}")))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let p = n
+        .broker
+        .room_history(
+            &room,
+            HistoryQuery::After {
+                id: ids[4],
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(texts(&p.items), ["5", "6", "7", "8", "9", "10", "11"]);
+    assert!(!p.truncated);
+    assert!(p.has_more);
+    let p = n
+        .broker
+        .room_history(
+            &room,
+            HistoryQuery::After {
+                id: ids[4],
+                limit: 3,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(texts(&p.items), ["9", "10", "11"]);
+    assert!(
+        p.truncated,
+        "more than limit newer messages must set truncated"
+    );
+    let p = n
+        .broker
+        .room_history(
+            &room,
+            HistoryQuery::After {
+                id: ids[11],
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(p.items.is_empty() && !p.truncated);
+    let p = n
+        .broker
+        .room_history(
+            &room,
+            HistoryQuery::After {
+                id: MessageId::ZERO,
+                limit: 100,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(p.items.len(), 12);
+    assert!(!p.truncated && !p.has_more);
+}
+
+/// Only subscribed nodes receive a room's messages, once each, in history order;
+/// unsubscribing stops delivery.
+pub async fn fan_out_to_subscribed_nodes_only(c: &dyn Cluster) {
+    let mut a = c.node().await;
+    let mut b = c.node().await;
+    let mut other = c.node().await;
+    let room = unique("fan");
+    let topic = Topic::Room(room.clone());
+    a.broker.subscribe(&topic).await.unwrap();
+    b.broker.subscribe(&topic).await.unwrap();
+    // Subscribing twice is harmless (still one delivery).
+    b.broker.subscribe(&topic).await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..20 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        sent.push(
+            node.broker
+                .publish_message(draft(&room, "x", &format!("{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    for rx in [&mut a.events, &mut b.events] {
+        for want in &sent {
+            match recv(rx).await {
+                BusEvent::Message(m) => assert_eq!(&m, want),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_quiet(rx).await;
+    }
+    assert_quiet(&mut other.events).await;
+    b.broker.unsubscribe(&topic).await.unwrap();
+    let m = a
+        .broker
+        .publish_message(draft(&room, "x", "after"))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut a.events).await, BusEvent::Message(m));
+    assert_quiet(&mut b.events).await;
+}
+
+/// Two nodes publishing concurrently: history ids strictly increase and every
+/// subscriber sees exactly the history order.
+pub async fn concurrent_publishers_agree_on_order(c: &dyn Cluster) {
+    let mut a = c.node().await;
+    let b = c.node().await;
+    let room = unique("order");
+    a.broker
+        .subscribe(&Topic::Room(room.clone()))
+        .await
+        .unwrap();
+    let pa = a.broker.clone();
+    let pb = b.broker.clone();
+    let ra = room.clone();
+    let rb = room.clone();
+    let t1 = tokio::spawn(async move {
+        for i in 0..50 {
+            pa.publish_message(draft(&ra, "a", &format!("a{i}")))
+                .await
+                .unwrap();
+        }
+    });
+    let t2 = tokio::spawn(async move {
+        for i in 0..50 {
+            pb.publish_message(draft(&rb, "b", &format!("b{i}")))
+                .await
+                .unwrap();
+        }
+    });
+    t1.await.unwrap();
+    t2.await.unwrap();
+    let hist = a
+        .broker
+        .room_history(&room, HistoryQuery::Latest { limit: 200 })
+        .await
+        .unwrap();
+    assert_eq!(hist.items.len(), 100);
+    assert!(hist.items.windows(2).all(|w| w[0].id < w[1].id));
+    for want in &hist.items {
+        match recv(&mut a.events).await {
+            BusEvent::Message(m) => assert_eq!(&m, want),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// DMs are stored per pair (symmetric) and delivered to both users' topics, once per
+/// node even if the node follows both users.
+pub async fn dms_reach_both_users_once(c: &dyn Cluster) {
+    let mut both = c.node().await;
+    let mut to_only = c.node().await;
+    let mut outsider = c.node().await;
+    let alice = unique("alice");
+    let bob = unique("bob");
+    both.broker
+        .subscribe(&Topic::User(alice.clone()))
+        .await
+        .unwrap();
+    both.broker
+        .subscribe(&Topic::User(bob.clone()))
+        .await
+        .unwrap();
+    to_only
+        .broker
+        .subscribe(&Topic::User(bob.clone()))
+        .await
+        .unwrap();
+    outsider
+        .broker
+        .subscribe(&Topic::User(unique("carol")))
+        .await
+        .unwrap();
+    let dm = both
+        .broker
+        .publish_dm(NewDm {
+            from: alice.clone(),
+            to: bob.clone(),
+            text: "hi bob".into(),
+            client_id: Some("k1".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (dm.from.as_str(), dm.to.as_str()),
+        (alice.as_str(), bob.as_str())
+    );
+    assert_eq!(recv(&mut both.events).await, BusEvent::Dm(dm.clone()));
+    assert_quiet(&mut both.events).await;
+    assert_eq!(recv(&mut to_only.events).await, BusEvent::Dm(dm.clone()));
+    assert_quiet(&mut outsider.events).await;
+    let reply = to_only
+        .broker
+        .publish_dm(NewDm {
+            from: bob.clone(),
+            to: alice.clone(),
+            text: "hi alice".into(),
+            client_id: None,
+        })
+        .await
+        .unwrap();
+    assert!(reply.id > dm.id);
+    for (x, y) in [(&alice, &bob), (&bob, &alice)] {
+        let h = outsider
+            .broker
+            .dm_history(x, y, HistoryQuery::Latest { limit: 10 })
+            .await
+            .unwrap();
+        assert_eq!(h.items, vec![dm.clone(), reply.clone()]);
+    }
+    let h = outsider
+        .broker
+        .dm_history(
+            &alice,
+            &unique("nobody"),
+            HistoryQuery::Latest { limit: 10 },
+        )
+        .await
+        .unwrap();
+    assert!(h.items.is_empty());
+}
+
+/// Signals reach subscribers of the room and are not stored.
+pub async fn signals_are_delivered_not_stored(c: &dyn Cluster) {
+    let mut a = c.node().await;
+    let b = c.node().await;
+    let room = unique("sig");
+    a.broker
+        .subscribe(&Topic::Room(room.clone()))
+        .await
+        .unwrap();
+    let typing = Signal::Typing {
+        user: "bob".into(),
+        typing: true,
+    };
+    b.broker
+        .publish_signal(&room, typing.clone())
+        .await
+        .unwrap();
+    let presence = Signal::Presence {
+        joined: vec!["x".into(), "y".into()],
+        left: vec!["z".into()],
+    };
+    b.broker
+        .publish_signal(&room, presence.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        recv(&mut a.events).await,
+        BusEvent::Signal {
+            room: room.clone(),
+            signal: typing
+        }
+    );
+    assert_eq!(
+        recv(&mut a.events).await,
+        BusEvent::Signal {
+            room: room.clone(),
+            signal: presence
+        }
+    );
+    let h = a
+        .broker
+        .room_history(&room, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert!(h.items.is_empty());
+}
+
+/// Connection counts per user and per room, lists sorted and bounded, rooms ordered
+/// by size; counts never go negative.
+pub async fn presence_counts_connections(c: &dyn Cluster) {
+    let n1 = c.node().await;
+    let n2 = c.node().await;
+    let room = unique("pres");
+    let (u1, u2, u3) = (unique("u1"), unique("u2"), unique("u3"));
+    assert_eq!(n1.presence.connect(&u1).await.unwrap(), 1);
+    assert_eq!(n2.presence.connect(&u1).await.unwrap(), 2);
+    assert_eq!(n2.presence.connect(&u2).await.unwrap(), 1);
+    assert_eq!(n1.presence.connections(&u1).await.unwrap(), 2);
+    assert_eq!(n1.presence.connections(&u3).await.unwrap(), 0);
+    assert_eq!(n1.presence.join(&room, &u1).await.unwrap(), 1);
+    assert_eq!(n2.presence.join(&room, &u1).await.unwrap(), 2);
+    assert_eq!(n2.presence.join(&room, &u2).await.unwrap(), 1);
+    let (members, total) = n1.presence.room_members(&room, 1000).await.unwrap();
+    assert_eq!(total, 2);
+    let mut want = vec![(u1.clone(), 2), (u2.clone(), 1)];
+    want.sort();
+    let got: Vec<(String, u64)> = members
+        .iter()
+        .map(|e| (e.name.clone(), e.connections))
+        .collect();
+    assert_eq!(got, want);
+    let (one, total) = n1.presence.room_members(&room, 1).await.unwrap();
+    assert_eq!((one.len(), total), (1, 2));
+    let sizes = n1
+        .presence
+        .room_sizes(&[room.clone(), unique("none")])
+        .await
+        .unwrap();
+    assert_eq!(sizes, vec![2, 0]);
+    let rooms = n1.presence.rooms(1_000_000).await.unwrap();
+    let mine = rooms.iter().find(|r| r.room == room).expect("room listed");
+    assert_eq!(mine.members, 2);
+    assert!(rooms.windows(2).all(|w| w[0].members >= w[1].members));
+    let (online, _) = n1.presence.online_users(100_000).await.unwrap();
+    assert!(online.iter().any(|e| e.name == u1 && e.connections == 2));
+    assert!(online.windows(2).all(|w| w[0].name <= w[1].name));
+    assert_eq!(n1.presence.leave(&room, &u1).await.unwrap(), 1);
+    assert_eq!(n1.presence.leave(&room, &u1).await.unwrap(), 0);
+    assert_eq!(
+        n1.presence.leave(&room, &u1).await.unwrap(),
+        0,
+        "saturates at 0"
+    );
+    assert_eq!(n2.presence.leave(&room, &u2).await.unwrap(), 0);
+    let (members, total) = n1.presence.room_members(&room, 10).await.unwrap();
+    assert!(members.is_empty() && total == 0);
+    assert!(!n1
+        .presence
+        .rooms(1_000_000)
+        .await
+        .unwrap()
+        .iter()
+        .any(|r| r.room == room));
+    assert_eq!(n1.presence.disconnect(&u1).await.unwrap(), 1);
+    assert_eq!(n1.presence.disconnect(&u1).await.unwrap(), 0);
+    assert_eq!(n1.presence.disconnect(&u1).await.unwrap(), 0);
+    assert_eq!(n2.presence.disconnect(&u2).await.unwrap(), 0);
+    assert_eq!(n2.presence.connections(&u2).await.unwrap(), 0);
+}
+
+/// The backend reports ready when it can serve.
+pub async fn ready_when_serving(c: &dyn Cluster) {
+    let n = c.node().await;
+    assert!(n.broker.ready().await);
+}
+
+/// Errors are values, never panics: the type is usable by callers.
+pub fn error_maps_to_wire_code() {
+    use confab_core::{ChatError, ErrorCode};
+    let e: ChatError = BackendError::Unavailable("down".into()).into();
+    assert_eq!(e.code, ErrorCode::Unavailable);
+    let e: ChatError = BackendError::Internal("bug".into()).into();
+    assert_eq!(e.code, ErrorCode::Internal);
+}
+
+/// Expands to one `#[tokio::test]` per conformance check. `$make` is an expression
+/// evaluating to a future of something implementing [`Cluster`].
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            publish_assigns_ids_and_latest_page,
+            history_pages_backwards,
+            after_returns_missed_messages,
+            fan_out_to_subscribed_nodes_only,
+            concurrent_publishers_agree_on_order,
+            dms_reach_both_users_once,
+            signals_are_delivered_not_stored,
+            presence_counts_connections,
+            ready_when_serving
+        );
+        #[test]
+        fn error_maps_to_wire_code() {
+            $crate::conformance::error_maps_to_wire_code();
+        }
+    };
+    (@each $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let cluster = $make.await;
+                $crate::conformance::$name(&cluster).await;
+            }
+        )*
+    };
+}

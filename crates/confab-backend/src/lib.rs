@@ -1,0 +1,93 @@
+//! confab-backend: the engine interfaces and their implementations.
+//!
+//! A gateway talks to the rest of the chat through two small interfaces, in the
+//! spirit of Centrifugo's broker/presence split:
+//!
+//! - [`Broker`]: publish = append to history + fan out, in one atomic step; subscribe
+//!   a node to a topic (a room, or a user for DMs); read history pages.
+//! - [`Presence`]: who is connected, who is in which room, with connection counts.
+//!
+//! Each node (gateway) receives the events of the topics it subscribed to on one
+//! [`EventReceiver`], in publish order per topic. [`memory`] implements both
+//! interfaces in one process (the embedded default); the Redis implementation
+//! (cluster mode) sits beside it. [`conformance`] is the test suite both must pass.
+
+pub mod conformance;
+pub mod memory;
+mod types;
+
+pub use types::*;
+
+use async_trait::async_trait;
+use confab_core::protocol::{RoomEntry, UserEntry};
+use confab_core::{DirectMessage, Message};
+
+/// Append + fan-out, subscriptions and history.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Store `draft` in its room's history (assigning id and ts) and deliver it to every
+    /// node subscribed to the room, in one step: the delivery order on every node is
+    /// the history order.
+    async fn publish_message(&self, draft: NewMessage) -> Result<Message, BackendError>;
+
+    /// Store a DM in the conversation of `from` and `to`, and deliver it to the nodes
+    /// subscribed to either user.
+    async fn publish_dm(&self, draft: NewDm) -> Result<DirectMessage, BackendError>;
+
+    /// Deliver an ephemeral signal (typing, presence change) to the nodes subscribed to
+    /// `room`. Not stored.
+    async fn publish_signal(&self, room: &str, signal: Signal) -> Result<(), BackendError>;
+
+    /// Start receiving events of `topic` on this node's [`EventReceiver`].
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BackendError>;
+
+    /// Stop receiving events of `topic`.
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BackendError>;
+
+    /// A page of a room's history, oldest first.
+    async fn room_history(
+        &self,
+        room: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage<Message>, BackendError>;
+
+    /// A page of the conversation between `a` and `b`, oldest first.
+    async fn dm_history(
+        &self,
+        a: &str,
+        b: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage<DirectMessage>, BackendError>;
+
+    /// Whether the backend can serve requests now (for `/readyz`).
+    async fn ready(&self) -> bool;
+}
+
+/// Connection and room membership counts, cluster-wide.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// A connection of `user` came online; returns the user's connection count after.
+    async fn connect(&self, user: &str) -> Result<u64, BackendError>;
+    /// A connection of `user` went away; returns the user's connection count after.
+    async fn disconnect(&self, user: &str) -> Result<u64, BackendError>;
+    /// A connection of `user` entered `room`; returns the user's connection count in
+    /// the room after (1 means the user just joined).
+    async fn join(&self, room: &str, user: &str) -> Result<u64, BackendError>;
+    /// A connection of `user` left `room`; returns the count after (0 means the user
+    /// just left). Leaving more often than joined saturates at 0.
+    async fn leave(&self, room: &str, user: &str) -> Result<u64, BackendError>;
+    /// Members of `room` (at most `limit`, sorted by name) and the total count.
+    async fn room_members(
+        &self,
+        room: &str,
+        limit: usize,
+    ) -> Result<(Vec<UserEntry>, u64), BackendError>;
+    /// Online users (at most `limit`, sorted by name) and the total count.
+    async fn online_users(&self, limit: usize) -> Result<(Vec<UserEntry>, u64), BackendError>;
+    /// Connections of `user` anywhere (0 = offline).
+    async fn connections(&self, user: &str) -> Result<u64, BackendError>;
+    /// Rooms with members, most members first, at most `limit`.
+    async fn rooms(&self, limit: usize) -> Result<Vec<RoomEntry>, BackendError>;
+    /// Members count of each given room (0 for rooms without members).
+    async fn room_sizes(&self, rooms: &[String]) -> Result<Vec<u64>, BackendError>;
+}

@@ -1,0 +1,457 @@
+//! The in-memory backend: the embedded default (one process, no Redis).
+//!
+//! A [`MemoryHub`] holds the shared state: a bounded log per room and per DM
+//! conversation, presence counts, and which node subscribed to which topic. Each
+//! gateway gets a [`MemoryNode`] from the hub (normally exactly one; the conformance
+//! suite creates several to check fan-out between nodes like the Redis backend's).
+//!
+//! Publishing takes the log lock, appends and hands the event to every subscribed
+//! node's channel before releasing it, so delivery order equals history order.
+
+use crate::{
+    dm_pair, now_ms, BackendConfig, BackendError, Broker, BusEvent, EventReceiver, EventSender,
+    HistoryPage, HistoryQuery, NewDm, NewMessage, Presence, Signal, Topic,
+};
+use async_trait::async_trait;
+use confab_core::protocol::{RoomEntry, UserEntry};
+use confab_core::{DirectMessage, Message, MessageId};
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+/// Something stored in a log, ordered by id.
+pub trait Entry: Clone {
+    fn id(&self) -> MessageId;
+}
+impl Entry for Message {
+    fn id(&self) -> MessageId {
+        self.id
+    }
+}
+impl Entry for DirectMessage {
+    fn id(&self) -> MessageId {
+        self.id
+    }
+}
+
+/// A bounded, id-ordered log (the memory twin of a capped Redis stream).
+#[derive(Debug)]
+pub struct Log<T> {
+    items: VecDeque<T>,
+    last_id: MessageId,
+    /// Greatest id dropped by retention (Redis: `max-deleted-entry-id`).
+    max_deleted: Option<MessageId>,
+    retention: usize,
+}
+
+impl<T: Entry> Log<T> {
+    pub fn new(retention: usize) -> Self {
+        Self {
+            items: VecDeque::new(),
+            last_id: MessageId::ZERO,
+            max_deleted: None,
+            retention: retention.max(1),
+        }
+    }
+
+    /// The id the next entry gets at wall-clock `now`.
+    pub fn next_id(&self, now: u64) -> MessageId {
+        self.last_id.next(now)
+    }
+
+    pub fn push(&mut self, item: T) {
+        self.last_id = item.id();
+        self.items.push_back(item);
+        while self.items.len() > self.retention {
+            if let Some(old) = self.items.pop_front() {
+                self.max_deleted = Some(old.id());
+            }
+        }
+    }
+
+    pub fn read(&self, query: HistoryQuery) -> HistoryPage<T> {
+        let len = self.items.len();
+        let (start, end, truncated) = match query {
+            HistoryQuery::Latest { limit } => (len.saturating_sub(limit), len, false),
+            HistoryQuery::Before { id, limit } => {
+                let end = self.items.partition_point(|m| m.id() < id);
+                (end.saturating_sub(limit), end, false)
+            }
+            HistoryQuery::After { id, limit } => {
+                let first_newer = self.items.partition_point(|m| m.id() <= id);
+                let start = first_newer.max(len.saturating_sub(limit));
+                let dropped = self.max_deleted.is_some_and(|d| d > id);
+                (start, len, start > first_newer || dropped)
+            }
+        };
+        HistoryPage {
+            items: self.items.range(start..end).cloned().collect(),
+            has_more: start > 0,
+            truncated,
+        }
+    }
+}
+
+type NodeId = u64;
+
+#[derive(Default)]
+struct Logs {
+    rooms: HashMap<String, Log<Message>>,
+    dms: HashMap<(String, String), Log<DirectMessage>>,
+    subs: HashMap<Topic, HashSet<NodeId>>,
+    nodes: HashMap<NodeId, EventSender>,
+}
+
+impl Logs {
+    fn deliver(&self, topic: &Topic, event: &BusEvent, also: Option<&Topic>) {
+        let mut sent: HashSet<NodeId> = HashSet::new();
+        for t in std::iter::once(topic).chain(also) {
+            if let Some(nodes) = self.subs.get(t) {
+                for n in nodes {
+                    if sent.insert(*n) {
+                        if let Some(tx) = self.nodes.get(n) {
+                            let _ = tx.send(event.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct PresenceState {
+    online: BTreeMap<String, u64>,
+    rooms: HashMap<String, BTreeMap<String, u64>>,
+}
+
+/// The shared state of one embedded chat.
+pub struct MemoryHub {
+    config: BackendConfig,
+    logs: Mutex<Logs>,
+    presence: Mutex<PresenceState>,
+    next_node: AtomicU64,
+}
+
+impl MemoryHub {
+    pub fn new(config: BackendConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            logs: Mutex::new(Logs::default()),
+            presence: Mutex::new(PresenceState::default()),
+            next_node: AtomicU64::new(1),
+        })
+    }
+
+    /// A new node (gateway) attached to this hub, with its event receiver.
+    pub fn node(self: &Arc<Self>) -> (Arc<MemoryNode>, EventReceiver) {
+        let id = self.next_node.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.logs.lock().nodes.insert(id, tx);
+        (
+            Arc::new(MemoryNode {
+                id,
+                hub: self.clone(),
+            }),
+            rx,
+        )
+    }
+}
+
+/// One gateway's handle on a [`MemoryHub`]; implements [`Broker`] and [`Presence`].
+pub struct MemoryNode {
+    id: NodeId,
+    hub: Arc<MemoryHub>,
+}
+
+impl Drop for MemoryNode {
+    fn drop(&mut self) {
+        let mut logs = self.hub.logs.lock();
+        logs.nodes.remove(&self.id);
+        logs.subs.retain(|_, nodes| {
+            nodes.remove(&self.id);
+            !nodes.is_empty()
+        });
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryNode {
+    async fn publish_message(&self, draft: NewMessage) -> Result<Message, BackendError> {
+        let retention = self.hub.config.history_retention;
+        let mut logs = self.hub.logs.lock();
+        let log = logs
+            .rooms
+            .entry(draft.room.clone())
+            .or_insert_with(|| Log::new(retention));
+        let ts = now_ms();
+        let msg = Message {
+            id: log.next_id(ts),
+            room: draft.room,
+            from: draft.from,
+            text: draft.text,
+            ts,
+            client_id: draft.client_id,
+        };
+        log.push(msg.clone());
+        let topic = Topic::Room(msg.room.clone());
+        logs.deliver(&topic, &BusEvent::Message(msg.clone()), None);
+        Ok(msg)
+    }
+
+    async fn publish_dm(&self, draft: NewDm) -> Result<DirectMessage, BackendError> {
+        let retention = self.hub.config.history_retention;
+        let (a, b) = dm_pair(&draft.from, &draft.to);
+        let key = (a.to_owned(), b.to_owned());
+        let mut logs = self.hub.logs.lock();
+        let log = logs.dms.entry(key).or_insert_with(|| Log::new(retention));
+        let ts = now_ms();
+        let dm = DirectMessage {
+            id: log.next_id(ts),
+            from: draft.from,
+            to: draft.to,
+            text: draft.text,
+            ts,
+            client_id: draft.client_id,
+        };
+        log.push(dm.clone());
+        let to = Topic::User(dm.to.clone());
+        let from = Topic::User(dm.from.clone());
+        logs.deliver(&to, &BusEvent::Dm(dm.clone()), Some(&from));
+        Ok(dm)
+    }
+
+    async fn publish_signal(&self, room: &str, signal: Signal) -> Result<(), BackendError> {
+        let logs = self.hub.logs.lock();
+        let event = BusEvent::Signal {
+            room: room.to_owned(),
+            signal,
+        };
+        logs.deliver(&Topic::Room(room.to_owned()), &event, None);
+        Ok(())
+    }
+
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BackendError> {
+        let mut logs = self.hub.logs.lock();
+        logs.subs.entry(topic.clone()).or_default().insert(self.id);
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BackendError> {
+        let mut logs = self.hub.logs.lock();
+        if let Some(nodes) = logs.subs.get_mut(topic) {
+            nodes.remove(&self.id);
+            if nodes.is_empty() {
+                logs.subs.remove(topic);
+            }
+        }
+        Ok(())
+    }
+
+    async fn room_history(
+        &self,
+        room: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage<Message>, BackendError> {
+        let logs = self.hub.logs.lock();
+        Ok(match logs.rooms.get(room) {
+            Some(log) => log.read(query),
+            None => empty_page(),
+        })
+    }
+
+    async fn dm_history(
+        &self,
+        a: &str,
+        b: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage<DirectMessage>, BackendError> {
+        let (a, b) = dm_pair(a, b);
+        let logs = self.hub.logs.lock();
+        Ok(match logs.dms.get(&(a.to_owned(), b.to_owned())) {
+            Some(log) => log.read(query),
+            None => empty_page(),
+        })
+    }
+
+    async fn ready(&self) -> bool {
+        true
+    }
+}
+
+fn empty_page<T>() -> HistoryPage<T> {
+    HistoryPage {
+        items: Vec::new(),
+        has_more: false,
+        truncated: false,
+    }
+}
+
+fn incr(map: &mut BTreeMap<String, u64>, key: &str) -> u64 {
+    let n = map.entry(key.to_owned()).or_insert(0);
+    *n += 1;
+    *n
+}
+
+fn decr(map: &mut BTreeMap<String, u64>, key: &str) -> u64 {
+    match map.get_mut(key) {
+        Some(n) if *n > 1 => {
+            *n -= 1;
+            *n
+        }
+        Some(_) => {
+            map.remove(key);
+            0
+        }
+        None => 0,
+    }
+}
+
+fn entries(map: &BTreeMap<String, u64>, limit: usize) -> (Vec<UserEntry>, u64) {
+    let users = map
+        .iter()
+        .take(limit)
+        .map(|(name, n)| UserEntry {
+            name: name.clone(),
+            connections: *n,
+        })
+        .collect();
+    (users, map.len() as u64)
+}
+
+#[async_trait]
+impl Presence for MemoryNode {
+    async fn connect(&self, user: &str) -> Result<u64, BackendError> {
+        Ok(incr(&mut self.hub.presence.lock().online, user))
+    }
+
+    async fn disconnect(&self, user: &str) -> Result<u64, BackendError> {
+        Ok(decr(&mut self.hub.presence.lock().online, user))
+    }
+
+    async fn join(&self, room: &str, user: &str) -> Result<u64, BackendError> {
+        let mut p = self.hub.presence.lock();
+        Ok(incr(p.rooms.entry(room.to_owned()).or_default(), user))
+    }
+
+    async fn leave(&self, room: &str, user: &str) -> Result<u64, BackendError> {
+        let mut p = self.hub.presence.lock();
+        let Some(members) = p.rooms.get_mut(room) else {
+            return Ok(0);
+        };
+        let n = decr(members, user);
+        if members.is_empty() {
+            p.rooms.remove(room);
+        }
+        Ok(n)
+    }
+
+    async fn room_members(
+        &self,
+        room: &str,
+        limit: usize,
+    ) -> Result<(Vec<UserEntry>, u64), BackendError> {
+        let p = self.hub.presence.lock();
+        Ok(match p.rooms.get(room) {
+            Some(m) => entries(m, limit),
+            None => (Vec::new(), 0),
+        })
+    }
+
+    async fn online_users(&self, limit: usize) -> Result<(Vec<UserEntry>, u64), BackendError> {
+        Ok(entries(&self.hub.presence.lock().online, limit))
+    }
+
+    async fn connections(&self, user: &str) -> Result<u64, BackendError> {
+        Ok(self
+            .hub
+            .presence
+            .lock()
+            .online
+            .get(user)
+            .copied()
+            .unwrap_or(0))
+    }
+
+    async fn rooms(&self, limit: usize) -> Result<Vec<RoomEntry>, BackendError> {
+        let p = self.hub.presence.lock();
+        let mut rooms: Vec<RoomEntry> = p
+            .rooms
+            .iter()
+            .map(|(room, m)| RoomEntry {
+                room: room.clone(),
+                members: m.len() as u64,
+            })
+            .collect();
+        rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
+        rooms.truncate(limit);
+        Ok(rooms)
+    }
+
+    async fn room_sizes(&self, rooms: &[String]) -> Result<Vec<u64>, BackendError> {
+        let p = self.hub.presence.lock();
+        Ok(rooms
+            .iter()
+            .map(|r| p.rooms.get(r).map_or(0, |m| m.len() as u64))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(ms: u64, seq: u64) -> Message {
+        Message {
+            id: MessageId::new(ms, seq),
+            room: "r".into(),
+            from: "a".into(),
+            text: "t".into(),
+            ts: ms,
+            client_id: None,
+        }
+    }
+
+    fn ids(p: &HistoryPage<Message>) -> Vec<u64> {
+        p.items.iter().map(|m| m.id.ms).collect()
+    }
+
+    #[test]
+    fn log_pages_and_retention() {
+        let mut log = Log::new(5);
+        for i in 1..=8 {
+            log.push(msg(i, 0));
+        }
+        // Retained: 4..=8, deleted up to 3.
+        let p = log.read(HistoryQuery::Latest { limit: 3 });
+        assert_eq!((ids(&p), p.has_more), (vec![6, 7, 8], true));
+        let p = log.read(HistoryQuery::Before {
+            id: MessageId::new(6, 0),
+            limit: 10,
+        });
+        assert_eq!((ids(&p), p.has_more), (vec![4, 5], false));
+        let p = log.read(HistoryQuery::After {
+            id: MessageId::new(5, 0),
+            limit: 10,
+        });
+        assert_eq!((ids(&p), p.truncated), (vec![6, 7, 8], false));
+        let p = log.read(HistoryQuery::After {
+            id: MessageId::new(5, 0),
+            limit: 2,
+        });
+        assert_eq!((ids(&p), p.truncated, p.has_more), (vec![7, 8], true, true));
+        // `since` older than what retention kept: truncated.
+        let p = log.read(HistoryQuery::After {
+            id: MessageId::new(2, 0),
+            limit: 10,
+        });
+        assert_eq!((ids(&p), p.truncated), (vec![4, 5, 6, 7, 8], true));
+        let p = log.read(HistoryQuery::After {
+            id: MessageId::new(8, 0),
+            limit: 10,
+        });
+        assert!(p.items.is_empty() && !p.truncated);
+    }
+}

@@ -1,0 +1,131 @@
+//! Data that crosses the backend interface: drafts, topics, signals, events,
+//! history queries and pages, errors.
+
+use confab_core::{ChatError, DirectMessage, Message, MessageId};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+/// A message before the backend assigned its id and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    pub room: String,
+    pub from: String,
+    pub text: String,
+    pub client_id: Option<String>,
+}
+
+/// A DM before the backend assigned its id and timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDm {
+    pub from: String,
+    pub to: String,
+    pub text: String,
+    pub client_id: Option<String>,
+}
+
+/// What a node subscribes to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Topic {
+    /// Messages and signals of a room.
+    Room(String),
+    /// DMs from and to a user.
+    User(String),
+}
+
+/// Ephemeral room events: delivered, never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Signal {
+    /// `user` started or stopped typing in the room.
+    Typing { user: String, typing: bool },
+    /// Users whose first connection entered the room / whose last one left it.
+    Presence {
+        joined: Vec<String>,
+        left: Vec<String>,
+    },
+}
+
+/// What a node receives for its subscribed topics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BusEvent {
+    Message(Message),
+    Dm(DirectMessage),
+    Signal { room: String, signal: Signal },
+}
+
+/// The receiving end of a node's events, in publish order per topic.
+pub type EventReceiver = mpsc::UnboundedReceiver<BusEvent>;
+/// The sending end a backend uses to deliver to one node.
+pub type EventSender = mpsc::UnboundedSender<BusEvent>;
+
+/// Which page of a history to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryQuery {
+    /// The latest `limit` entries.
+    Latest { limit: usize },
+    /// The `limit` entries immediately older than `id`.
+    Before { id: MessageId, limit: usize },
+    /// Entries newer than `id`; when more than `limit` exist, the latest `limit`
+    /// of them with `truncated` set (no gap towards live delivery).
+    After { id: MessageId, limit: usize },
+}
+
+/// A page of history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage<T> {
+    pub items: Vec<T>,
+    /// Older entries exist before `items[0]` (or before the query point if empty).
+    pub has_more: bool,
+    /// `After` only: some entries newer than the given id are not in `items`
+    /// (more than `limit`, or dropped by retention).
+    pub truncated: bool,
+}
+
+/// A backend failure. `Unavailable` is transient (retry later).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("backend error: {0}")]
+    Internal(String),
+}
+
+impl From<BackendError> for ChatError {
+    fn from(e: BackendError) -> Self {
+        match e {
+            BackendError::Unavailable(m) => ChatError::unavailable(m),
+            BackendError::Internal(m) => ChatError::internal(m),
+        }
+    }
+}
+
+/// Backend tuning shared by the implementations.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// Entries kept per room and per conversation.
+    pub history_retention: usize,
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        Self {
+            history_retention: 10_000,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The canonical key of a DM conversation: the two names, smaller first.
+pub fn dm_pair<'a>(a: &'a str, b: &'a str) -> (&'a str, &'a str) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}

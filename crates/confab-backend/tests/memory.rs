@@ -1,0 +1,80 @@
+//! The conformance suite on the in-memory backend.
+
+use async_trait::async_trait;
+use confab_backend::conformance::{Cluster, Node};
+use confab_backend::memory::MemoryHub;
+use confab_backend::BackendConfig;
+use std::sync::Arc;
+
+struct MemoryCluster(Arc<MemoryHub>);
+
+#[async_trait]
+impl Cluster for MemoryCluster {
+    async fn node(&self) -> Node {
+        let (node, events) = self.0.node();
+        Node {
+            broker: node.clone(),
+            presence: node,
+            events,
+        }
+    }
+}
+
+async fn cluster() -> MemoryCluster {
+    MemoryCluster(MemoryHub::new(BackendConfig::default()))
+}
+
+confab_backend::conformance_tests!(cluster());
+
+#[tokio::test]
+async fn retention_drops_oldest_and_marks_truncated() {
+    use confab_backend::{Broker, HistoryQuery, NewMessage};
+    let hub = MemoryHub::new(BackendConfig {
+        history_retention: 3,
+    });
+    let (n, _rx) = hub.node();
+    let mut ids = vec![];
+    for i in 0..5 {
+        ids.push(
+            n.publish_message(NewMessage {
+                room: "r".into(),
+                from: "a".into(),
+                text: format!("{i}"),
+                client_id: None,
+            })
+            .await
+            .unwrap()
+            .id,
+        );
+    }
+    let p = n
+        .room_history("r", HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(p.items.len(), 3);
+    assert!(!p.has_more);
+    let p = n
+        .room_history(
+            "r",
+            HistoryQuery::After {
+                id: ids[0],
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(p.truncated, "message 1 was dropped by retention");
+    assert_eq!(p.items.len(), 3);
+    let p = n
+        .room_history(
+            "r",
+            HistoryQuery::After {
+                id: ids[2],
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!p.truncated);
+    assert_eq!(p.items.len(), 2);
+}

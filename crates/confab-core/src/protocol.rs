@@ -1,0 +1,712 @@
+//! The typed wire contract: client requests (decoded and validated from JSON),
+//! the stored message types, server pushes and acks.
+//!
+//! Decoding is two steps, both pure: serde turns the JSON payload into a raw struct
+//! (wrong types → `bad_request`), then [`Decode::decode`] applies the validation
+//! rules of [`crate::validate`] and the [`Limits`], producing a checked request the
+//! gateway can hand to a backend without further checks.
+
+use crate::error::{ChatError, ErrorCode};
+use crate::id::MessageId;
+use crate::limits::Limits;
+use crate::validate;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A message stored in a room's history and fanned out as `message:new`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub id: MessageId,
+    pub room: String,
+    pub from: String,
+    pub text: String,
+    pub ts: u64,
+    #[serde(rename = "clientId", default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// A private message, stored per conversation and pushed as `dm:new` to both users.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectMessage {
+    pub id: MessageId,
+    pub from: String,
+    pub to: String,
+    pub text: String,
+    pub ts: u64,
+    #[serde(rename = "clientId", default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+/// The names of the client → server events.
+pub mod event {
+    pub const ROOM_JOIN: &str = "room:join";
+    pub const ROOM_LEAVE: &str = "room:leave";
+    pub const ROOM_LIST: &str = "room:list";
+    pub const MESSAGE_SEND: &str = "message:send";
+    pub const MESSAGE_HISTORY: &str = "message:history";
+    pub const DM_SEND: &str = "dm:send";
+    pub const DM_HISTORY: &str = "dm:history";
+    pub const TYPING: &str = "typing";
+    pub const USERS_LIST: &str = "users:list";
+    /// Every client → server event, for the fallback handler and docs.
+    pub const ALL: [&str; 9] = [
+        ROOM_JOIN,
+        ROOM_LEAVE,
+        ROOM_LIST,
+        MESSAGE_SEND,
+        MESSAGE_HISTORY,
+        DM_SEND,
+        DM_HISTORY,
+        TYPING,
+        USERS_LIST,
+    ];
+}
+
+/// The names of the server → client pushes.
+pub mod push {
+    pub const SESSION: &str = "session";
+    pub const MESSAGE_NEW: &str = "message:new";
+    pub const DM_NEW: &str = "dm:new";
+    pub const TYPING: &str = "typing";
+    pub const ROOM_PRESENCE: &str = "room:presence";
+    pub const ERROR: &str = "error";
+}
+
+/// A checked request, built from the JSON payload of one event.
+pub trait Decode: Sized {
+    fn decode(payload: Value, limits: &Limits) -> Result<Self, ChatError>;
+}
+
+/// Raw serde step: the payload must be a JSON object (or absent when `optional`).
+fn raw<T: DeserializeOwned + Default>(payload: Value, optional: bool) -> Result<T, ChatError> {
+    match payload {
+        Value::Object(_) => serde_json::from_value(payload)
+            .map_err(|e| ChatError::bad_request(format!("invalid payload: {e}"))),
+        Value::Null if optional => Ok(T::default()),
+        other => Err(ChatError::bad_request(format!(
+            "payload must be a JSON object, got {}",
+            kind(&other)
+        ))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn required<T>(v: Option<T>, field: &str) -> Result<T, ChatError> {
+    v.ok_or_else(|| ChatError::bad_request(format!("missing field `{field}`")))
+}
+
+fn id(raw: Option<String>, field: &str) -> Result<Option<MessageId>, ChatError> {
+    raw.map(|s| {
+        s.parse()
+            .map_err(|e| ChatError::bad_request(format!("`{field}`: {e}")))
+    })
+    .transpose()
+}
+
+fn client_id(raw: Option<String>) -> Result<Option<String>, ChatError> {
+    raw.map(|c| validate::client_id(&c).map(str::to_owned))
+        .transpose()
+}
+
+fn room(raw: Option<String>) -> Result<String, ChatError> {
+    let r = required(raw, "room")?;
+    validate::room(&r)?;
+    Ok(r)
+}
+
+#[derive(Default, Deserialize)]
+struct RawRoomJoin {
+    room: Option<String>,
+    limit: Option<u64>,
+    since: Option<String>,
+}
+
+/// `room:join {room, limit?, since?}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRoom {
+    pub room: String,
+    pub limit: usize,
+    pub since: Option<MessageId>,
+}
+
+impl Decode for JoinRoom {
+    fn decode(payload: Value, limits: &Limits) -> Result<Self, ChatError> {
+        let r: RawRoomJoin = raw(payload, false)?;
+        Ok(Self {
+            room: room(r.room)?,
+            limit: validate::limit(
+                r.limit,
+                limits.history_page_default,
+                limits.history_page_max,
+            )?,
+            since: id(r.since, "since")?,
+        })
+    }
+}
+
+#[derive(Default, Deserialize)]
+struct RawRoom {
+    room: Option<String>,
+}
+
+/// `room:leave {room}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaveRoom {
+    pub room: String,
+}
+
+impl Decode for LeaveRoom {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let r: RawRoom = raw(payload, false)?;
+        Ok(Self {
+            room: room(r.room)?,
+        })
+    }
+}
+
+#[derive(Default, Deserialize)]
+struct RawEmpty {}
+
+/// `room:list {}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListRooms;
+
+impl Decode for ListRooms {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let _: RawEmpty = raw(payload, true)?;
+        Ok(ListRooms)
+    }
+}
+
+#[derive(Default, Deserialize)]
+struct RawSend {
+    room: Option<String>,
+    to: Option<String>,
+    text: Option<String>,
+    #[serde(rename = "clientId")]
+    client_id: Option<String>,
+}
+
+/// `message:send {room, text, clientId?}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendMessage {
+    pub room: String,
+    pub text: String,
+    pub client_id: Option<String>,
+}
+
+impl Decode for SendMessage {
+    fn decode(payload: Value, limits: &Limits) -> Result<Self, ChatError> {
+        let r: RawSend = raw(payload, false)?;
+        let room = room(r.room)?;
+        let text = required(r.text, "text")?;
+        validate::text(&text, limits.max_text_chars)?;
+        Ok(Self {
+            room,
+            text,
+            client_id: client_id(r.client_id)?,
+        })
+    }
+}
+
+/// `dm:send {to, text, clientId?}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendDm {
+    /// NFC-normalised recipient name.
+    pub to: String,
+    pub text: String,
+    pub client_id: Option<String>,
+}
+
+impl Decode for SendDm {
+    fn decode(payload: Value, limits: &Limits) -> Result<Self, ChatError> {
+        let r: RawSend = raw(payload, false)?;
+        let to = validate::name(&required(r.to, "to")?)?;
+        let text = required(r.text, "text")?;
+        validate::text(&text, limits.max_text_chars)?;
+        Ok(Self {
+            to,
+            text,
+            client_id: client_id(r.client_id)?,
+        })
+    }
+}
+
+#[derive(Default, Deserialize)]
+struct RawHistory {
+    room: Option<String>,
+    with: Option<String>,
+    before: Option<String>,
+    limit: Option<u64>,
+}
+
+/// `message:history {room, before?, limit?}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomHistory {
+    pub room: String,
+    pub before: Option<MessageId>,
+    pub limit: usize,
+}
+
+impl Decode for RoomHistory {
+    fn decode(payload: Value, limits: &Limits) -> Result<Self, ChatError> {
+        let r: RawHistory = raw(payload, false)?;
+        Ok(Self {
+            room: room(r.room)?,
+            before: id(r.before, "before")?,
+            limit: validate::limit(
+                r.limit,
+                limits.history_page_default,
+                limits.history_page_max,
+            )?,
+        })
+    }
+}
+
+/// `dm:history {with, before?, limit?}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmHistory {
+    pub with: String,
+    pub before: Option<MessageId>,
+    pub limit: usize,
+}
+
+impl Decode for DmHistory {
+    fn decode(payload: Value, limits: &Limits) -> Result<Self, ChatError> {
+        let r: RawHistory = raw(payload, false)?;
+        Ok(Self {
+            with: validate::name(&required(r.with, "with")?)?,
+            before: id(r.before, "before")?,
+            limit: validate::limit(
+                r.limit,
+                limits.history_page_default,
+                limits.history_page_max,
+            )?,
+        })
+    }
+}
+
+#[derive(Default, Deserialize)]
+struct RawTyping {
+    room: Option<String>,
+    typing: Option<bool>,
+}
+
+/// `typing {room, typing}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Typing {
+    pub room: String,
+    pub typing: bool,
+}
+
+impl Decode for Typing {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let r: RawTyping = raw(payload, false)?;
+        Ok(Self {
+            room: room(r.room)?,
+            typing: required(r.typing, "typing")?,
+        })
+    }
+}
+
+/// `users:list {room?}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListUsers {
+    pub room: Option<String>,
+}
+
+impl Decode for ListUsers {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let r: RawRoom = raw(payload, true)?;
+        let room = match r.room {
+            Some(x) => {
+                validate::room(&x)?;
+                Some(x)
+            }
+            None => None,
+        };
+        Ok(Self { room })
+    }
+}
+
+// ---- server → client payloads ----
+
+/// `session {user: {name}, rooms}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub user: SessionUser,
+    pub rooms: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionUser {
+    pub name: String,
+}
+
+/// `typing {room, user, typing}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TypingPush {
+    pub room: String,
+    pub user: String,
+    pub typing: bool,
+}
+
+/// `room:presence {room, joined, left}`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresencePush {
+    pub room: String,
+    pub joined: Vec<String>,
+    pub left: Vec<String>,
+}
+
+/// One user in a list with the number of connections counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEntry {
+    pub name: String,
+    pub connections: u64,
+}
+
+/// One room in `room:list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomEntry {
+    pub room: String,
+    pub members: u64,
+}
+
+/// Ack body of `room:join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinAck {
+    pub room: String,
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+    pub members: Vec<String>,
+    pub member_count: u64,
+}
+
+/// Ack body of `room:leave`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaveAck {
+    pub room: String,
+}
+
+/// Ack body of `room:list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomListAck {
+    pub rooms: Vec<RoomEntry>,
+}
+
+/// Ack body of `message:send` and `dm:send`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentAck<T> {
+    pub message: T,
+}
+
+/// Ack body of `message:history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomHistoryAck {
+    pub room: String,
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+/// Ack body of `dm:history`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DmHistoryAck {
+    pub with: String,
+    pub messages: Vec<DirectMessage>,
+    pub has_more: bool,
+}
+
+/// Ack body of `users:list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsersAck {
+    pub users: Vec<UserEntry>,
+    pub total: u64,
+}
+
+/// Ack body without fields (`typing`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmptyAck {}
+
+/// The success ack: `{ok: true, ...body}`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AckOk<T: Serialize> {
+    pub ok: bool,
+    #[serde(flatten)]
+    pub body: T,
+}
+
+impl<T: Serialize> AckOk<T> {
+    pub fn new(body: T) -> Self {
+        Self { ok: true, body }
+    }
+}
+
+/// The failure ack: `{ok: false, error: {code, message}}`; the same object plus
+/// `event` is pushed as `error` when the request had no ack callback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AckErr {
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub event: Option<String>,
+    pub error: ChatError,
+}
+
+impl AckErr {
+    pub fn new(error: ChatError, event: Option<&str>) -> Self {
+        Self {
+            ok: false,
+            event: event.map(str::to_owned),
+            error,
+        }
+    }
+}
+
+/// Error for an event name the server does not know.
+pub fn unknown_event(name: &str) -> ChatError {
+    let shown: String = name.chars().take(64).collect();
+    ChatError::new(ErrorCode::BadRequest, format!("unknown event `{shown}`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    fn code<T: std::fmt::Debug>(r: Result<T, ChatError>) -> ErrorCode {
+        r.unwrap_err().code
+    }
+
+    #[test]
+    fn join_defaults_and_fields() {
+        let j = JoinRoom::decode(json!({"room": "general"}), &limits()).unwrap();
+        assert_eq!(
+            j,
+            JoinRoom {
+                room: "general".into(),
+                limit: 50,
+                since: None
+            }
+        );
+        let j = JoinRoom::decode(
+            json!({"room": "a", "limit": 200, "since": "5-1", "extra": [1]}),
+            &limits(),
+        )
+        .unwrap();
+        assert_eq!(j.limit, 200);
+        assert_eq!(j.since, Some(MessageId::new(5, 1)));
+    }
+
+    #[test]
+    fn join_rejects_bad_payloads() {
+        let l = limits();
+        assert_eq!(
+            code(JoinRoom::decode(json!("general"), &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(JoinRoom::decode(json!(null), &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(JoinRoom::decode(json!([1]), &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(code(JoinRoom::decode(json!({}), &l)), ErrorCode::BadRequest);
+        assert_eq!(
+            code(JoinRoom::decode(json!({"room": 5}), &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(JoinRoom::decode(json!({"room": "Bad Room"}), &l)),
+            ErrorCode::InvalidRoom
+        );
+        assert_eq!(
+            code(JoinRoom::decode(json!({"room": "a", "limit": 0}), &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(JoinRoom::decode(json!({"room": "a", "limit": 1.5}), &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(JoinRoom::decode(json!({"room": "a", "limit": "10"}), &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(JoinRoom::decode(json!({"room": "a", "limit": -1}), &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(JoinRoom::decode(json!({"room": "a", "since": "abc"}), &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(JoinRoom::decode(json!({"room": "a", "since": 5}), &l)),
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn send_validates_text_and_client_id() {
+        let l = limits();
+        let s =
+            SendMessage::decode(json!({"room": "a", "text": "hi", "clientId": "c-1"}), &l).unwrap();
+        assert_eq!(s.client_id.as_deref(), Some("c-1"));
+        assert_eq!(
+            code(SendMessage::decode(json!({"room": "a", "text": ""}), &l)),
+            ErrorCode::InvalidText
+        );
+        assert_eq!(
+            code(SendMessage::decode(json!({"room": "a", "text": 3}), &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(SendMessage::decode(json!({"room": "a"}), &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(SendMessage::decode(
+                json!({"room": "a", "text": "x", "clientId": ""}),
+                &l
+            )),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(SendMessage::decode(json!({"room": "A", "text": "x"}), &l)),
+            ErrorCode::InvalidRoom
+        );
+    }
+
+    #[test]
+    fn dm_normalises_recipient() {
+        let d = SendDm::decode(json!({"to": "Zoe\u{301}", "text": "hey"}), &limits()).unwrap();
+        assert_eq!(d.to, "Zoé");
+        assert_eq!(
+            code(SendDm::decode(
+                json!({"to": "a b", "text": "hey"}),
+                &limits()
+            )),
+            ErrorCode::InvalidName
+        );
+        assert_eq!(
+            code(DmHistory::decode(json!({"with": ""}), &limits())),
+            ErrorCode::InvalidName
+        );
+    }
+
+    #[test]
+    fn optional_payloads() {
+        assert!(ListRooms::decode(Value::Null, &limits()).is_ok());
+        assert!(ListRooms::decode(json!({}), &limits()).is_ok());
+        assert_eq!(
+            code(ListRooms::decode(json!("x"), &limits())),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            ListUsers::decode(Value::Null, &limits()).unwrap().room,
+            None
+        );
+        assert_eq!(
+            code(ListUsers::decode(json!({"room": "X"}), &limits())),
+            ErrorCode::InvalidRoom
+        );
+    }
+
+    #[test]
+    fn typing_requires_bool() {
+        assert!(
+            Typing::decode(json!({"room": "a", "typing": true}), &limits())
+                .unwrap()
+                .typing
+        );
+        assert_eq!(
+            code(Typing::decode(
+                json!({"room": "a", "typing": "yes"}),
+                &limits()
+            )),
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn message_json_shape() {
+        let m = Message {
+            id: MessageId::new(10, 2),
+            room: "general".into(),
+            from: "alice".into(),
+            text: "<b>hi</b>".into(),
+            ts: 10,
+            client_id: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&m).unwrap(),
+            json!({"id": "10-2", "room": "general", "from": "alice", "text": "<b>hi</b>", "ts": 10})
+        );
+        let with = Message {
+            client_id: Some("c".into()),
+            ..m
+        };
+        assert_eq!(serde_json::to_value(&with).unwrap()["clientId"], "c");
+    }
+
+    #[test]
+    fn join_ack_shape() {
+        let a = JoinAck {
+            room: "r".into(),
+            messages: vec![],
+            has_more: false,
+            truncated: false,
+            members: vec!["a".into()],
+            member_count: 1,
+        };
+        assert_eq!(
+            serde_json::to_value(AckOk::new(&a)).unwrap(),
+            json!({"ok": true, "room": "r", "messages": [], "hasMore": false, "members": ["a"], "memberCount": 1})
+        );
+        let t = JoinAck {
+            truncated: true,
+            ..a
+        };
+        assert_eq!(serde_json::to_value(&t).unwrap()["truncated"], true);
+    }
+
+    #[test]
+    fn ack_shapes() {
+        let ok = AckOk::new(json!({"room": "a"}));
+        assert_eq!(
+            serde_json::to_value(&ok).unwrap(),
+            json!({"ok": true, "room": "a"})
+        );
+        let err = AckErr::new(ChatError::new(ErrorCode::NotMember, "join first"), None);
+        assert_eq!(
+            serde_json::to_value(&err).unwrap(),
+            json!({"ok": false, "error": {"code": "not_member", "message": "join first"}})
+        );
+        let err = AckErr::new(
+            ChatError::new(ErrorCode::NotMember, "join first"),
+            Some("message:send"),
+        );
+        assert_eq!(serde_json::to_value(&err).unwrap()["event"], "message:send");
+    }
+}

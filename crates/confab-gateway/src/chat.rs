@@ -1,0 +1,285 @@
+//! The chat operations behind each client event: checked request in, ack body out.
+//!
+//! Handlers here see typed, validated requests (decoded by `confab-core`), check
+//! membership, and call the backend. They never emit fan-out themselves: messages
+//! come back to every socket, the sender's included, through the backend's event
+//! stream ([`crate::dispatch`]), so every member sees the same order.
+
+use crate::dispatch::{room_key, user_key};
+use crate::gateway::Shared;
+use crate::session::Session;
+use crate::typing;
+use confab_backend::{HistoryQuery, NewDm, NewMessage, Signal, Topic};
+use confab_core::protocol::{
+    DmHistory, DmHistoryAck, EmptyAck, JoinAck, JoinRoom, LeaveAck, LeaveRoom, ListRooms,
+    ListUsers, RoomEntry, RoomHistory, RoomHistoryAck, RoomListAck, SendDm, SendMessage, SentAck,
+    Typing, UsersAck,
+};
+use confab_core::{ChatError, DirectMessage, ErrorCode, Message};
+use socketioxide::extract::SocketRef;
+use std::sync::Arc;
+
+/// Everything an operation needs: the gateway, the socket and its session.
+#[derive(Clone)]
+pub struct Ctx {
+    pub shared: Arc<Shared>,
+    pub session: Arc<Session>,
+    pub socket: SocketRef,
+}
+
+fn not_member(room: &str) -> ChatError {
+    ChatError::new(
+        ErrorCode::NotMember,
+        format!("join room `{room}` first (room:join)"),
+    )
+}
+
+fn require_member(ctx: &Ctx, room: &str) -> Result<(), ChatError> {
+    if ctx.session.is_member(room) {
+        Ok(())
+    } else {
+        Err(not_member(room))
+    }
+}
+
+/// Put the socket in `room`: local subscription first (so nothing published from now
+/// on is missed), then the socket room, then presence. Undone on failure.
+pub async fn enter_room(ctx: &Ctx, room: &str) -> Result<(), ChatError> {
+    let sh = &ctx.shared;
+    if !ctx.session.add_room(room) {
+        return Ok(());
+    }
+    if let Err(e) = sh.subs.acquire(Topic::Room(room.to_owned())).await {
+        ctx.session.remove_room(room);
+        return Err(e.into());
+    }
+    ctx.socket.join(room_key(room));
+    match sh.presence.join(room, &ctx.session.name).await {
+        Ok(1) => announce(sh, room, &ctx.session.name, true).await,
+        Ok(_) => {}
+        Err(e) => {
+            ctx.socket.leave(room_key(room));
+            ctx.session.remove_room(room);
+            sh.subs.release(Topic::Room(room.to_owned())).await;
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+/// Take a session out of `room` (leave or disconnect): typing, presence, socket
+/// room, subscription.
+pub async fn exit_room(shared: &Arc<Shared>, session: &Session, socket: &SocketRef, room: &str) {
+    typing::stop(shared, session, room).await;
+    socket.leave(room_key(room));
+    match shared.presence.leave(room, &session.name).await {
+        Ok(0) => announce(shared, room, &session.name, false).await,
+        Ok(_) => {}
+        Err(e) => tracing::warn!(room, user = %session.name, "presence leave failed: {e}"),
+    }
+    shared.subs.release(Topic::Room(room.to_owned())).await;
+}
+
+async fn announce(shared: &Shared, room: &str, user: &str, joined: bool) {
+    let who = vec![user.to_owned()];
+    let signal = if joined {
+        Signal::Presence {
+            joined: who,
+            left: vec![],
+        }
+    } else {
+        Signal::Presence {
+            joined: vec![],
+            left: who,
+        }
+    };
+    if let Err(e) = shared.broker.publish_signal(room, signal).await {
+        tracing::warn!(room, user, "presence signal not published: {e}");
+    }
+}
+
+pub async fn join_room(ctx: &Ctx, req: JoinRoom) -> Result<JoinAck, ChatError> {
+    let sh = &ctx.shared;
+    let max = sh.config.limits.max_rooms_per_socket;
+    if !ctx.session.is_member(&req.room) && ctx.session.room_count() >= max {
+        return Err(ChatError::new(
+            ErrorCode::Forbidden,
+            format!("room limit reached: at most {max} rooms per connection"),
+        ));
+    }
+    enter_room(ctx, &req.room).await?;
+    let query = match req.since {
+        Some(id) => HistoryQuery::After {
+            id,
+            limit: sh.config.limits.resume_max,
+        },
+        None => HistoryQuery::Latest { limit: req.limit },
+    };
+    let page = sh.broker.room_history(&req.room, query).await?;
+    let (members, member_count) = sh
+        .presence
+        .room_members(&req.room, sh.config.limits.list_max)
+        .await?;
+    Ok(JoinAck {
+        room: req.room,
+        messages: page.items,
+        has_more: page.has_more,
+        truncated: page.truncated,
+        members: members.into_iter().map(|u| u.name).collect(),
+        member_count,
+    })
+}
+
+pub async fn leave_room(ctx: &Ctx, req: LeaveRoom) -> Result<LeaveAck, ChatError> {
+    if !ctx.session.remove_room(&req.room) {
+        return Err(not_member(&req.room));
+    }
+    exit_room(&ctx.shared, &ctx.session, &ctx.socket, &req.room).await;
+    Ok(LeaveAck { room: req.room })
+}
+
+pub async fn list_rooms(ctx: &Ctx, _: ListRooms) -> Result<RoomListAck, ChatError> {
+    let sh = &ctx.shared;
+    let mut rooms = sh.presence.rooms(sh.config.limits.list_max).await?;
+    let missing: Vec<String> = ctx
+        .session
+        .rooms()
+        .into_iter()
+        .filter(|r| !rooms.iter().any(|e| &e.room == r))
+        .collect();
+    if !missing.is_empty() {
+        let sizes = sh.presence.room_sizes(&missing).await?;
+        rooms.extend(
+            missing
+                .into_iter()
+                .zip(sizes)
+                .map(|(room, members)| RoomEntry { room, members }),
+        );
+    }
+    Ok(RoomListAck { rooms })
+}
+
+pub async fn send_message(ctx: &Ctx, req: SendMessage) -> Result<SentAck<Message>, ChatError> {
+    require_member(ctx, &req.room)?;
+    let room = req.room.clone();
+    let message = ctx
+        .shared
+        .broker
+        .publish_message(NewMessage {
+            room: req.room,
+            from: ctx.session.name.clone(),
+            text: req.text,
+            client_id: req.client_id,
+        })
+        .await?;
+    crate::metrics::published("room");
+    // Sending ends typing, as in every chat UI.
+    typing::stop(&ctx.shared, &ctx.session, &room).await;
+    Ok(SentAck { message })
+}
+
+pub async fn room_history(ctx: &Ctx, req: RoomHistory) -> Result<RoomHistoryAck, ChatError> {
+    require_member(ctx, &req.room)?;
+    let query = match req.before {
+        Some(id) => HistoryQuery::Before {
+            id,
+            limit: req.limit,
+        },
+        None => HistoryQuery::Latest { limit: req.limit },
+    };
+    let page = ctx.shared.broker.room_history(&req.room, query).await?;
+    Ok(RoomHistoryAck {
+        room: req.room,
+        messages: page.items,
+        has_more: page.has_more,
+    })
+}
+
+pub async fn send_dm(ctx: &Ctx, req: SendDm) -> Result<SentAck<DirectMessage>, ChatError> {
+    let sh = &ctx.shared;
+    if req.to != ctx.session.name && sh.presence.connections(&req.to).await? == 0 {
+        return Err(ChatError::new(
+            ErrorCode::UserNotFound,
+            format!("user `{}` is not online", req.to),
+        ));
+    }
+    let message = sh
+        .broker
+        .publish_dm(NewDm {
+            from: ctx.session.name.clone(),
+            to: req.to,
+            text: req.text,
+            client_id: req.client_id,
+        })
+        .await?;
+    crate::metrics::published("dm");
+    Ok(SentAck { message })
+}
+
+pub async fn dm_history(ctx: &Ctx, req: DmHistory) -> Result<DmHistoryAck, ChatError> {
+    let query = match req.before {
+        Some(id) => HistoryQuery::Before {
+            id,
+            limit: req.limit,
+        },
+        None => HistoryQuery::Latest { limit: req.limit },
+    };
+    let page = ctx
+        .shared
+        .broker
+        .dm_history(&ctx.session.name, &req.with, query)
+        .await?;
+    Ok(DmHistoryAck {
+        with: req.with,
+        messages: page.items,
+        has_more: page.has_more,
+    })
+}
+
+pub async fn typing(ctx: &Ctx, req: Typing) -> Result<EmptyAck, ChatError> {
+    require_member(ctx, &req.room)?;
+    typing::set(&ctx.shared, &ctx.session, &req.room, req.typing).await;
+    Ok(EmptyAck {})
+}
+
+pub async fn list_users(ctx: &Ctx, req: ListUsers) -> Result<UsersAck, ChatError> {
+    let sh = &ctx.shared;
+    let limit = sh.config.limits.list_max;
+    let (users, total) = match &req.room {
+        Some(room) => sh.presence.room_members(room, limit).await?,
+        None => sh.presence.online_users(limit).await?,
+    };
+    Ok(UsersAck { users, total })
+}
+
+/// Set up a freshly authenticated socket: online presence, its user topic (DMs),
+/// its user room, and the default room. Undone on failure.
+pub async fn open_session(ctx: &Ctx) -> Result<(), ChatError> {
+    let sh = &ctx.shared;
+    let name = &ctx.session.name;
+    sh.presence.connect(name).await?;
+    if let Err(e) = sh.subs.acquire(Topic::User(name.clone())).await {
+        let _ = sh.presence.disconnect(name).await;
+        return Err(e.into());
+    }
+    ctx.socket.join(user_key(name));
+    if let Err(e) = enter_room(ctx, confab_core::validate::DEFAULT_ROOM).await {
+        ctx.socket.leave(user_key(name));
+        sh.subs.release(Topic::User(name.clone())).await;
+        let _ = sh.presence.disconnect(name).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Undo everything a session holds (disconnect).
+pub async fn close_session(shared: &Arc<Shared>, session: &Session, socket: &SocketRef) {
+    for room in session.take_rooms() {
+        exit_room(shared, session, socket, &room).await;
+    }
+    if let Err(e) = shared.presence.disconnect(&session.name).await {
+        tracing::warn!(user = %session.name, "presence disconnect failed: {e}");
+    }
+    shared.subs.release(Topic::User(session.name.clone())).await;
+    socket.leave_all();
+}

@@ -1,0 +1,98 @@
+//! From backend events to local sockets.
+//!
+//! One task per gateway reads the backend's event stream (in publish order per
+//! topic) and emits each event to the local sockets concerned, through
+//! socketioxide's local rooms: `r:<room>` holds the sockets in a room, `u:<name>`
+//! the sockets of a user. socketioxide encodes a broadcast packet once and hands the
+//! same bytes to every socket, so a message is serialised once per gateway.
+
+use crate::gateway::Shared;
+use crate::metrics as m;
+use confab_backend::{BusEvent, EventReceiver, Signal};
+use confab_core::protocol::{push, PresencePush, TypingPush};
+use std::sync::Arc;
+
+/// The socketioxide room of a chat room.
+pub fn room_key(room: &str) -> String {
+    format!("r:{room}")
+}
+
+/// The socketioxide room holding every socket of a user.
+pub fn user_key(name: &str) -> String {
+    format!("u:{name}")
+}
+
+/// Run until the backend closes the stream or shutdown.
+pub async fn run(shared: Arc<Shared>, mut events: EventReceiver) {
+    loop {
+        let event = tokio::select! {
+            e = events.recv() => match e { Some(e) => e, None => break },
+            _ = shared.shutdown.cancelled() => break,
+        };
+        deliver(&shared, event).await;
+    }
+}
+
+async fn deliver(shared: &Shared, event: BusEvent) {
+    let io = &shared.io;
+    let result = match event {
+        BusEvent::Message(msg) => {
+            m::fanout("message");
+            io.to(room_key(&msg.room))
+                .emit(push::MESSAGE_NEW, &msg)
+                .await
+        }
+        BusEvent::Dm(dm) => {
+            m::fanout("dm");
+            io.to([user_key(&dm.to), user_key(&dm.from)])
+                .emit(push::DM_NEW, &dm)
+                .await
+        }
+        BusEvent::Signal {
+            room,
+            signal: Signal::Typing { user, typing },
+        } => {
+            m::fanout("typing");
+            let key = room_key(&room);
+            let except = user_key(&user);
+            let p = TypingPush { room, user, typing };
+            io.to(key).except(except).emit(push::TYPING, &p).await
+        }
+        BusEvent::Signal {
+            room,
+            signal: Signal::Presence { joined, left },
+        } => {
+            shared.coalescer.add(&room, &joined, &left);
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        m::send_failed("fanout");
+        tracing::warn!("fan-out incomplete: {e}");
+    }
+}
+
+/// Emit the coalesced presence batches every `presence_interval`.
+pub async fn presence_flusher(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.config.presence_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shared.shutdown.cancelled() => break,
+        }
+        for batch in shared.coalescer.take() {
+            metrics::counter!(m::PRESENCE_PUSHES).increment(1);
+            let key = room_key(&batch.room);
+            let p = PresencePush {
+                room: batch.room,
+                joined: batch.joined,
+                left: batch.left,
+            };
+            if let Err(e) = shared.io.to(key).emit(push::ROOM_PRESENCE, &p).await {
+                m::send_failed("presence");
+                tracing::warn!("presence push incomplete: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Wiring and lifetime of one gateway: builds the Socket.IO layer and the HTTP
+//! router around a backend, runs the background tasks, and owns the single
+//! shutdown mechanism (a [`CancellationToken`] every task selects on).
+//!
+//! Shutdown order: refuse new handshakes and mark not ready → disconnect every
+//! socket (their clean-up removes presence) → stop the HTTP server → exit, all
+//! within `shutdown_deadline`.
+
+use crate::config::GatewayConfig;
+use crate::presence::Coalescer;
+use crate::subscriptions::Subscriptions;
+use crate::{dispatch, http, socket};
+use confab_backend::{Broker, EventReceiver, Presence};
+use metrics_exporter_prometheus::PrometheusHandle;
+use socketioxide::SocketIo;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// State shared by every handler and task of a gateway.
+pub struct Shared {
+    pub config: GatewayConfig,
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<dyn Presence>,
+    pub io: SocketIo,
+    pub subs: Subscriptions,
+    pub coalescer: Coalescer,
+    pub shutdown: CancellationToken,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+/// A gateway ready to serve.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    app: axum::Router,
+    events: EventReceiver,
+}
+
+/// A gateway serving in the background (used by tests and benchmarks).
+pub struct RunningGateway {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Gateway {
+    pub fn new(
+        config: GatewayConfig,
+        broker: Arc<dyn Broker>,
+        presence: Arc<dyn Presence>,
+        events: EventReceiver,
+        metrics: Option<PrometheusHandle>,
+    ) -> Self {
+        let transport_limit = (config.limits.max_payload as u64).saturating_mul(4);
+        let (layer, io) = SocketIo::builder()
+            .max_buffer_size(config.socket_buffer)
+            .max_payload(transport_limit)
+            .ws_max_message_size(transport_limit as usize)
+            .ping_interval(config.ping_interval)
+            .ping_timeout(config.ping_timeout)
+            .build_layer();
+        let shared = Arc::new(Shared {
+            subs: Subscriptions::new(broker.clone()),
+            config,
+            broker,
+            presence,
+            io: io.clone(),
+            coalescer: Coalescer::default(),
+            shutdown: CancellationToken::new(),
+            metrics,
+        });
+        socket::attach(&io, shared.clone());
+        let app = http::router(shared.clone()).layer(layer);
+        Self {
+            shared,
+            app,
+            events,
+        }
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Serve on `listener` until `signal` resolves (or the token is cancelled), then
+    /// shut down gracefully within the configured deadline.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Gateway {
+            shared,
+            app,
+            events,
+        } = self;
+        let token = shared.shutdown.clone();
+        let mut tasks = vec![
+            tokio::spawn(dispatch::run(shared.clone(), events)),
+            tokio::spawn(dispatch::presence_flusher(shared.clone())),
+        ];
+        if let Some(h) = shared.metrics.clone() {
+            let t = token.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => h.run_upkeep(),
+                        _ = t.cancelled() => break,
+                    }
+                }
+            }));
+        }
+        // The one shutdown trigger: an OS signal or a cancelled token.
+        let trigger = token.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = signal => trigger.cancel(),
+                _ = trigger.cancelled() => {}
+            }
+        });
+        // Once triggered: disconnect every socket so clients reconnect elsewhere and
+        // their clean-up runs, then let the HTTP server finish.
+        let http_done = CancellationToken::new();
+        let drain = {
+            let (shared, http_done) = (shared.clone(), http_done.clone());
+            tokio::spawn(async move {
+                shared.shutdown.cancelled().await;
+                tracing::info!("shutting down: disconnecting clients");
+                shared.io.close().await;
+                // Let the per-socket clean-up jobs run (they are quick).
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                http_done.cancel();
+            })
+        };
+        let deadline = shared.config.shutdown_deadline;
+        let serve = axum::serve(
+            listener,
+            self_app(app).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { http_done.cancelled().await });
+        let served = tokio::select! {
+            r = serve => r,
+            _ = async {
+                token.cancelled().await;
+                tokio::time::sleep(deadline).await;
+            } => {
+                tracing::warn!("shutdown deadline of {deadline:?} passed, exiting");
+                Ok(())
+            }
+        };
+        drain.abort();
+        for t in tasks {
+            t.abort();
+        }
+        served
+    }
+
+    /// Bind `addr` and serve in the background until the returned token is cancelled.
+    pub async fn spawn(self, addr: SocketAddr) -> std::io::Result<RunningGateway> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shutdown = self.shared.shutdown.clone();
+        let task = tokio::spawn(self.run(listener, std::future::pending()));
+        Ok(RunningGateway {
+            addr,
+            shutdown,
+            task,
+        })
+    }
+}
+
+fn self_app(app: axum::Router) -> axum::Router {
+    app
+}

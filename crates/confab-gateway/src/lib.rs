@@ -1,0 +1,26 @@
+//! confab-gateway: the Socket.IO gateway.
+//!
+//! The path of a chat message reads top to bottom in a handful of modules:
+//! [`socket`] accepts a connection and queues each event of a socket in arrival
+//! order; [`chat`] validates it (via `confab-core`) and calls the backend;
+//! the backend appends and publishes; [`dispatch`] receives the backend's events and
+//! emits them to the local sockets of the room, serialised once per gateway.
+//! [`http`] serves the UI, `/healthz`, `/readyz` and `/metrics`. [`gateway`] wires it
+//! together and owns the one shutdown mechanism.
+
+pub mod chat;
+pub mod config;
+pub mod dispatch;
+pub mod gateway;
+pub mod http;
+pub mod metrics;
+pub mod presence;
+pub mod ratelimit;
+pub mod reply;
+pub mod session;
+pub mod socket;
+pub mod subscriptions;
+pub mod typing;
+
+pub use config::GatewayConfig;
+pub use gateway::{Gateway, RunningGateway};

@@ -1,0 +1,96 @@
+//! Metric names, their help texts, and small helpers so call sites stay one line.
+//! Exposed in Prometheus text format at `/metrics`.
+
+use confab_core::ErrorCode;
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+
+pub const CONNECTIONS: &str = "confab_connections";
+pub const CONNECTS: &str = "confab_connects_total";
+pub const CONNECTS_REFUSED: &str = "confab_connects_refused_total";
+pub const EVENTS: &str = "confab_events_total";
+pub const EVENT_ERRORS: &str = "confab_event_errors_total";
+pub const EVENT_SECONDS: &str = "confab_event_duration_seconds";
+pub const PUBLISHED: &str = "confab_published_total";
+pub const FANOUTS: &str = "confab_fanouts_total";
+pub const SEND_FAILED: &str = "confab_send_failed_total";
+pub const PRESENCE_PUSHES: &str = "confab_presence_pushes_total";
+pub const SUBSCRIPTIONS: &str = "confab_subscriptions";
+
+/// Register help texts (call once at start-up, after installing the recorder).
+pub fn describe() {
+    describe_gauge!(
+        CONNECTIONS,
+        "Socket.IO connections currently open on this gateway"
+    );
+    describe_counter!(CONNECTS, "Accepted Socket.IO connections");
+    describe_counter!(CONNECTS_REFUSED, "Refused handshakes, by error code");
+    describe_counter!(EVENTS, "Client events answered successfully, by event");
+    describe_counter!(
+        EVENT_ERRORS,
+        "Client events answered with an error, by event and code"
+    );
+    describe_histogram!(
+        EVENT_SECONDS,
+        Unit::Seconds,
+        "Time to handle a client event, by event"
+    );
+    describe_counter!(
+        PUBLISHED,
+        "Messages published through this gateway, by kind (room, dm)"
+    );
+    describe_counter!(FANOUTS, "Backend events emitted to local sockets, by kind");
+    describe_counter!(
+        SEND_FAILED,
+        "Packets that could not be queued to a socket (buffer full or closed), by path"
+    );
+    describe_counter!(
+        PRESENCE_PUSHES,
+        "room:presence pushes emitted (one per room per interval)"
+    );
+    describe_gauge!(
+        SUBSCRIPTIONS,
+        "Backend topics this gateway is subscribed to"
+    );
+}
+
+/// The event label: a known event name, or `unknown` (keeps label cardinality bounded).
+fn event_label(event: &str) -> &'static str {
+    confab_core::protocol::event::ALL
+        .iter()
+        .find(|e| **e == event)
+        .copied()
+        .unwrap_or("unknown")
+}
+
+pub fn event_ok(event: &str) {
+    counter!(EVENTS, "event" => event_label(event)).increment(1);
+}
+
+pub fn event_err(event: &str, code: ErrorCode) {
+    counter!(EVENT_ERRORS, "event" => event_label(event), "code" => code.as_str()).increment(1);
+}
+
+pub fn send_failed(path: &'static str) {
+    counter!(SEND_FAILED, "path" => path).increment(1);
+}
+
+pub fn connection_opened() {
+    counter!(CONNECTS).increment(1);
+    gauge!(CONNECTIONS).increment(1.0);
+}
+
+pub fn connection_closed() {
+    gauge!(CONNECTIONS).decrement(1.0);
+}
+
+pub fn refused(code: ErrorCode) {
+    counter!(CONNECTS_REFUSED, "code" => code.as_str()).increment(1);
+}
+
+pub fn published(kind: &'static str) {
+    counter!(PUBLISHED, "kind" => kind).increment(1);
+}
+
+pub fn fanout(kind: &'static str) {
+    counter!(FANOUTS, "kind" => kind).increment(1);
+}

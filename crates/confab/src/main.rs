@@ -1,0 +1,199 @@
+//! The `confab` binary: parse configuration (flags or `CONFAB_*` environment
+//! variables), pick the backend, run one gateway until SIGTERM/SIGINT.
+//!
+//! `confab` with no arguments serves the embedded (in-memory) backend and the web UI
+//! at http://127.0.0.1:3000/.
+
+use clap::{Args, Parser, Subcommand};
+use confab_backend::memory::MemoryHub;
+use confab_backend::BackendConfig;
+use confab_core::Limits;
+use confab_gateway::{Gateway, GatewayConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "confab",
+    version,
+    about = "confab: a real-time chat server (Socket.IO v5)"
+)]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a gateway (the default).
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "CONFAB_BIND", default_value = "127.0.0.1:3000")]
+    bind: SocketAddr,
+    /// Directory of the web UI.
+    #[arg(long, env = "CONFAB_UI_DIR", default_value = "ui")]
+    ui_dir: PathBuf,
+    /// Directory of socket.io-client's dist/ files (served at /vendor/socket.io/).
+    #[arg(
+        long,
+        env = "CONFAB_VENDOR_DIR",
+        default_value = "node_modules/socket.io-client/dist"
+    )]
+    vendor_dir: PathBuf,
+    /// Require this key in the handshake (`auth.key`).
+    #[arg(long, env = "CONFAB_ACCESS_KEY", hide_env_values = true)]
+    access_key: Option<String>,
+    /// Largest event payload in bytes.
+    #[arg(long, env = "CONFAB_MAX_PAYLOAD", default_value_t = 65536)]
+    max_payload: usize,
+    /// Longest message text in characters.
+    #[arg(long, env = "CONFAB_MAX_TEXT", default_value_t = 4000)]
+    max_text: usize,
+    /// Rooms one connection may be in.
+    #[arg(long, env = "CONFAB_MAX_ROOMS", default_value_t = 100)]
+    max_rooms: usize,
+    /// Largest history page.
+    #[arg(long, env = "CONFAB_HISTORY_PAGE_MAX", default_value_t = 200)]
+    history_page_max: usize,
+    /// Most messages a `since` join returns.
+    #[arg(long, env = "CONFAB_RESUME_MAX", default_value_t = 1000)]
+    resume_max: usize,
+    /// Messages kept per room and per DM conversation.
+    #[arg(long, env = "CONFAB_HISTORY_RETENTION", default_value_t = 10_000)]
+    history_retention: usize,
+    /// Sustained events per second per connection.
+    #[arg(long, env = "CONFAB_RATE_LIMIT", default_value_t = 20.0)]
+    rate_limit: f64,
+    /// Burst of events per connection.
+    #[arg(long, env = "CONFAB_RATE_BURST", default_value_t = 60.0)]
+    rate_burst: f64,
+    /// Requests of one connection waiting for earlier ones.
+    #[arg(long, env = "CONFAB_MAX_QUEUED", default_value_t = 64)]
+    max_queued: usize,
+    /// Outgoing packets buffered per connection.
+    #[arg(long, env = "CONFAB_SOCKET_BUFFER", default_value_t = 1024)]
+    socket_buffer: usize,
+    /// Coalescing interval of room:presence pushes, in ms.
+    #[arg(long, env = "CONFAB_PRESENCE_INTERVAL_MS", default_value_t = 500)]
+    presence_interval_ms: u64,
+    /// Expiry of a typing indicator without refresh, in ms.
+    #[arg(long, env = "CONFAB_TYPING_TIMEOUT_MS", default_value_t = 5000)]
+    typing_timeout_ms: u64,
+    /// Engine.IO ping interval, in ms.
+    #[arg(long, env = "CONFAB_PING_INTERVAL_MS", default_value_t = 25_000)]
+    ping_interval_ms: u64,
+    /// Engine.IO ping timeout, in ms.
+    #[arg(long, env = "CONFAB_PING_TIMEOUT_MS", default_value_t = 20_000)]
+    ping_timeout_ms: u64,
+    /// Longest graceful shutdown, in ms.
+    #[arg(long, env = "CONFAB_SHUTDOWN_DEADLINE_MS", default_value_t = 10_000)]
+    shutdown_deadline_ms: u64,
+}
+
+impl ServeArgs {
+    fn gateway_config(&self) -> GatewayConfig {
+        GatewayConfig {
+            limits: Limits {
+                max_payload: self.max_payload,
+                max_text_chars: self.max_text,
+                max_rooms_per_socket: self.max_rooms,
+                history_page_max: self.history_page_max,
+                history_page_default: 50.min(self.history_page_max),
+                resume_max: self.resume_max,
+                list_max: 1000,
+            },
+            ui_dir: self.ui_dir.clone(),
+            vendor_dir: self.vendor_dir.clone(),
+            access_key: self.access_key.clone(),
+            rate_per_sec: self.rate_limit,
+            rate_burst: self.rate_burst,
+            max_queued_requests: self.max_queued,
+            socket_buffer: self.socket_buffer,
+            presence_interval: Duration::from_millis(self.presence_interval_ms.max(10)),
+            typing_timeout: Duration::from_millis(self.typing_timeout_ms.max(100)),
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            ping_timeout: Duration::from_millis(self.ping_timeout_ms),
+            shutdown_deadline: Duration::from_millis(self.shutdown_deadline_ms),
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGTERM: {e}");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let args = match cli.cmd {
+        Some(Cmd::Serve(a)) => a,
+        None => cli.serve,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match serve(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("confab: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ])
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| format!("metrics: {e}"))?;
+    confab_gateway::metrics::describe();
+    let config = args.gateway_config();
+    if !config.ui_dir.join("index.html").exists() {
+        tracing::warn!(dir = %config.ui_dir.display(), "no index.html in the UI directory: the web UI will 404");
+    }
+    if !config.vendor_dir.exists() {
+        tracing::warn!(dir = %config.vendor_dir.display(), "socket.io-client not found (run `npm ci`): the web UI will not connect");
+    }
+    let hub = MemoryHub::new(BackendConfig {
+        history_retention: args.history_retention,
+    });
+    let (node, events) = hub.node();
+    tracing::info!("backend: embedded (in-memory)");
+    let gateway = Gateway::new(config, node.clone(), node, events, Some(metrics));
+    let listener = tokio::net::TcpListener::bind(args.bind)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // The one line scripts and tests wait for.
+    println!("confab: listening on http://{addr}");
+    gateway
+        .run(listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
