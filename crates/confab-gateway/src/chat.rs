@@ -15,7 +15,7 @@ use confab_core::protocol::{
     ListUsers, RoomEntry, RoomHistory, RoomHistoryAck, RoomListAck, SendDm, SendMessage, SentAck,
     Typing, UsersAck,
 };
-use confab_core::{ChatError, DirectMessage, ErrorCode, Message};
+use confab_core::{ChatError, DirectMessage, ErrorCode, Message, MessageId};
 use socketioxide::extract::SocketRef;
 use std::sync::Arc;
 
@@ -42,29 +42,49 @@ fn require_member(ctx: &Ctx, room: &str) -> Result<(), ChatError> {
     }
 }
 
-/// Put the socket in `room`: local subscription first (so nothing published from now
-/// on is missed), then the socket room, then presence. Undone on failure.
-pub async fn enter_room(ctx: &Ctx, room: &str) -> Result<(), ChatError> {
+/// Make the session a member of `room`: the gateway's subscription first (so
+/// nothing published from now on is missed by this gateway), then presence.
+/// Returns false if it already was a member. Undone on failure. The socket itself
+/// is put into the socketioxide room by the caller.
+async fn enter_room(ctx: &Ctx, room: &str) -> Result<bool, ChatError> {
     let sh = &ctx.shared;
     if !ctx.session.add_room(room) {
-        return Ok(());
+        return Ok(false);
     }
     if let Err(e) = sh.subs.acquire(Topic::Room(room.to_owned())).await {
         ctx.session.remove_room(room);
         return Err(e.into());
     }
-    ctx.socket.join(room_key(room));
     match sh.presence.join(room, &ctx.session.name).await {
         Ok(1) => announce(sh, room, &ctx.session.name, true).await,
         Ok(_) => {}
         Err(e) => {
-            ctx.socket.leave(room_key(room));
             ctx.session.remove_room(room);
-            sh.subs.release(Topic::Room(room.to_owned())).await;
+            release_room(sh, room).await;
             return Err(e.into());
         }
     }
-    Ok(())
+    Ok(true)
+}
+
+async fn release_room(shared: &Arc<Shared>, room: &str) {
+    shared.subs.release(Topic::Room(room.to_owned())).await;
+}
+
+/// Put the socket into the room's fan-out, in sequence with the dispatcher; returns
+/// the id of the last message emitted to the room before it joined.
+async fn attach_socket(ctx: &Ctx, room: &str) -> Result<Option<MessageId>, ChatError> {
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    ctx.shared
+        .dispatcher
+        .send(crate::dispatch::Command::Join {
+            socket: ctx.socket.clone(),
+            room: room.to_owned(),
+            reply,
+        })
+        .map_err(|_| ChatError::unavailable("server is shutting down"))?;
+    rx.await
+        .map_err(|_| ChatError::unavailable("server is shutting down"))
 }
 
 /// Take a session out of `room` (leave or disconnect): typing, presence, socket
@@ -77,7 +97,7 @@ pub async fn exit_room(shared: &Arc<Shared>, session: &Session, socket: &SocketR
         Ok(_) => {}
         Err(e) => tracing::warn!(room, user = %session.name, "presence leave failed: {e}"),
     }
-    shared.subs.release(Topic::Room(room.to_owned())).await;
+    release_room(shared, room).await;
 }
 
 async fn announce(shared: &Shared, room: &str, user: &str, joined: bool) {
@@ -107,15 +127,50 @@ pub async fn join_room(ctx: &Ctx, req: JoinRoom) -> Result<JoinAck, ChatError> {
             format!("room limit reached: at most {max} rooms per connection"),
         ));
     }
-    enter_room(ctx, &req.room).await?;
+    let newly = enter_room(ctx, &req.room).await?;
+    let resume_max = sh.config.limits.resume_max;
     let query = match req.since {
         Some(id) => HistoryQuery::After {
             id,
-            limit: sh.config.limits.resume_max,
+            limit: resume_max,
         },
         None => HistoryQuery::Latest { limit: req.limit },
     };
-    let page = sh.broker.room_history(&req.room, query).await?;
+    let mut page = match sh.broker.room_history(&req.room, query).await {
+        Ok(p) => p,
+        Err(e) => {
+            if newly {
+                ctx.session.remove_room(&req.room);
+                exit_room(sh, &ctx.session, &ctx.socket, &req.room).await;
+            }
+            return Err(e.into());
+        }
+    };
+    if newly {
+        // The seam: messages emitted between the history read and the socket's
+        // join are not live for this socket; fetch them so there is no gap. Later
+        // ones arrive as message:new, so nothing is sent twice.
+        let read_up_to = page.items.last().map(|m| m.id).or(req.since);
+        let emitted_up_to = attach_socket(ctx, &req.room).await?;
+        if let Some(emitted) = emitted_up_to {
+            if read_up_to.is_none_or(|r| emitted > r) {
+                let id = read_up_to.unwrap_or(MessageId::ZERO);
+                let gap = sh
+                    .broker
+                    .room_history(
+                        &req.room,
+                        HistoryQuery::After {
+                            id,
+                            limit: resume_max,
+                        },
+                    )
+                    .await?;
+                page.truncated |= gap.truncated && read_up_to.is_some();
+                page.items
+                    .extend(gap.items.into_iter().filter(|m| m.id <= emitted));
+            }
+        }
+    }
     let (members, member_count) = sh
         .presence
         .room_members(&req.room, sh.config.limits.list_max)
@@ -263,12 +318,16 @@ pub async fn open_session(ctx: &Ctx) -> Result<(), ChatError> {
         return Err(e.into());
     }
     ctx.socket.join(user_key(name));
-    if let Err(e) = enter_room(ctx, confab_core::validate::DEFAULT_ROOM).await {
+    let general = confab_core::validate::DEFAULT_ROOM;
+    if let Err(e) = enter_room(ctx, general).await {
         ctx.socket.leave(user_key(name));
         sh.subs.release(Topic::User(name.clone())).await;
         let _ = sh.presence.disconnect(name).await;
         return Err(e);
     }
+    // No history is promised with the automatic join: the socket can join the
+    // fan-out directly (room:join {room: "general"} gives history).
+    ctx.socket.join(room_key(general));
     Ok(())
 }
 

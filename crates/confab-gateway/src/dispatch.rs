@@ -10,7 +10,25 @@ use crate::gateway::Shared;
 use crate::metrics as m;
 use confab_backend::{BusEvent, EventReceiver, Signal};
 use confab_core::protocol::{push, PresencePush, TypingPush};
+use confab_core::MessageId;
+use socketioxide::extract::SocketRef;
+use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Requests to the dispatcher that must happen in sequence with fan-out.
+pub enum Command {
+    /// Put `socket` into `room`; reply with the id of the last message of the room
+    /// emitted before (None if none since this gateway subscribed).
+    Join {
+        socket: SocketRef,
+        room: String,
+        reply: oneshot::Sender<Option<MessageId>>,
+    },
+}
+
+pub type CommandSender = mpsc::UnboundedSender<Command>;
+pub type CommandReceiver = mpsc::UnboundedReceiver<Command>;
 
 /// The socketioxide room of a chat room.
 pub fn room_key(room: &str) -> String {
@@ -23,21 +41,40 @@ pub fn user_key(name: &str) -> String {
 }
 
 /// Run until the backend closes the stream or shutdown.
-pub async fn run(shared: Arc<Shared>, mut events: EventReceiver) {
+pub async fn run(shared: Arc<Shared>, mut events: EventReceiver, mut commands: CommandReceiver) {
+    // Last message id emitted per room, for the join seam. An entry outlives the
+    // gateway's subscription on purpose: a stale id is only ever lower than the
+    // truth, which costs at most one extra history read, never a gap.
+    let mut last: HashMap<String, MessageId> = HashMap::new();
     loop {
-        let event = tokio::select! {
-            e = events.recv() => match e { Some(e) => e, None => break },
+        tokio::select! {
+            e = events.recv() => match e {
+                Some(e) => deliver(&shared, &mut last, e).await,
+                None => break,
+            },
+            c = commands.recv() => match c {
+                Some(Command::Join { socket, room, reply }) => {
+                    socket.join(room_key(&room));
+                    let _ = reply.send(last.get(&room).copied());
+                }
+                None => break,
+            },
             _ = shared.shutdown.cancelled() => break,
-        };
-        deliver(&shared, event).await;
+        }
     }
 }
 
-async fn deliver(shared: &Shared, event: BusEvent) {
+async fn deliver(shared: &Shared, last: &mut HashMap<String, MessageId>, event: BusEvent) {
     let io = &shared.io;
     let result = match event {
         BusEvent::Message(msg) => {
             m::fanout("message");
+            match last.get_mut(&msg.room) {
+                Some(id) => *id = msg.id,
+                None => {
+                    last.insert(msg.room.clone(), msg.id);
+                }
+            }
             io.to(room_key(&msg.room))
                 .emit(push::MESSAGE_NEW, &msg)
                 .await

@@ -31,6 +31,8 @@ pub struct Shared {
     pub coalescer: Coalescer,
     pub shutdown: CancellationToken,
     pub metrics: Option<PrometheusHandle>,
+    /// Commands to the dispatcher (joins in sequence with fan-out).
+    pub dispatcher: dispatch::CommandSender,
 }
 
 /// A gateway ready to serve.
@@ -38,6 +40,7 @@ pub struct Gateway {
     shared: Arc<Shared>,
     app: axum::Router,
     events: EventReceiver,
+    commands: dispatch::CommandReceiver,
 }
 
 /// A gateway serving in the background (used by tests and benchmarks).
@@ -63,7 +66,9 @@ impl Gateway {
             .ping_interval(config.ping_interval)
             .ping_timeout(config.ping_timeout)
             .build_layer();
+        let (dispatcher, commands) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
+            dispatcher,
             subs: Subscriptions::new(broker.clone()),
             config,
             broker,
@@ -79,6 +84,7 @@ impl Gateway {
             shared,
             app,
             events,
+            commands,
         }
     }
 
@@ -97,10 +103,11 @@ impl Gateway {
             shared,
             app,
             events,
+            commands,
         } = self;
         let token = shared.shutdown.clone();
         let mut tasks = vec![
-            tokio::spawn(dispatch::run(shared.clone(), events)),
+            tokio::spawn(dispatch::run(shared.clone(), events, commands)),
             tokio::spawn(dispatch::presence_flusher(shared.clone())),
         ];
         if let Some(h) = shared.metrics.clone() {

@@ -1,0 +1,44 @@
+# confab — common tasks. `make run` and `make test` are the two set-up commands;
+# everything else is optional (see README.md).
+SHELL := /bin/bash
+CARGO ?= cargo
+BIND ?= 127.0.0.1:3000
+
+.PHONY: run build test test-rust test-node test-browser lint fmt bench clean
+
+## Run the server with the embedded backend and the web UI on http://$(BIND)/
+run:
+	scripts/deps.sh run
+	$(CARGO) build --release -p confab
+	./target/release/confab serve --bind $(BIND)
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+## Every test: Rust unit/conformance/integration, socket.io-client suite, browser test
+test: build
+	scripts/deps.sh test
+	$(MAKE) test-rust test-node test-browser
+
+test-rust:
+	$(CARGO) test --workspace
+
+test-node:
+	node --test --test-concurrency=1 tests/node/
+
+test-browser:
+	node --test tests/browser/
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Fan-out benchmark (release build, 1,000 clients); figures go to docs/performance.md
+bench:
+	scripts/bench-fanout.sh
+
+clean:
+	$(CARGO) clean
