@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: run build test test-rust test-node test-browser lint fmt bench clean
+.PHONY: run build test test-rust test-node test-browser lint fmt bench cluster check-deploy clean
 
 ## Run the server with the embedded backend and the web UI on http://$(BIND)/
 run:
@@ -18,7 +18,7 @@ build:
 ## Every test: Rust unit/conformance/integration, socket.io-client suite, browser test
 test: build
 	scripts/deps.sh test
-	$(MAKE) test-rust test-node test-browser
+	$(MAKE) check-deploy test-rust test-node test-browser
 
 test-rust:
 	$(CARGO) test --workspace
@@ -35,6 +35,15 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## Three gateways + Redis + nginx on http://127.0.0.1:8080/ (Ctrl-C stops them)
+cluster:
+	$(CARGO) build --release -p confab
+	deploy/local-cluster.sh
+
+## Offline checks of the deploy files (compose schema, nginx syntax, Prometheus config)
+check-deploy:
+	scripts/check-deploy.sh
 
 ## Fan-out benchmark (release build, 1,000 clients); figures go to docs/performance.md
 bench:

@@ -19,6 +19,8 @@ if [ "$mode" = "test" ]; then
   command -v chromium >/dev/null 2>&1 || missing+=(chromium chromium-driver)
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
       echo "deps: missing ${missing[*]}; install them (as root: apt-get install -y ${missing[*]})" >&2
