@@ -1,0 +1,150 @@
+// dm:send, dm:new fan-out to both users' tabs, dm:history, DM privacy.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import {
+  Harness,
+  FAST,
+  call,
+  collect,
+  waitFor,
+  sleep,
+  uname,
+  assertOk,
+  assertError,
+  assertDm,
+  assertIncreasing,
+  T,
+} from "./lib.mjs";
+
+const h = new Harness(FAST);
+let an, bn, cn, a1, a2, b1, b2, c;
+const inbox = new Map();
+
+before(async () => {
+  await h.start();
+  an = uname("da");
+  bn = uname("db");
+  cn = uname("dc");
+  a1 = await h.connect(an);
+  a2 = await h.connect(an);
+  b1 = await h.connect(bn);
+  b2 = await h.connect(bn);
+  c = await h.connect(cn);
+  for (const s of [a1, a2, b1, b2, c]) inbox.set(s, collect(s, "dm:new"));
+});
+after(async () => {
+  await h.stop();
+});
+
+const sentAB = [];
+
+test("dm:send: exact ack; both parties' sockets (all tabs) get dm:new once; a third user gets nothing", T, async () => {
+  const text = "psst <i>secret</i>";
+  const clientId = "dm-1";
+  const waits = [a1, a2, b1, b2].map((s) => waitFor(s, "dm:new", (m) => m.text === text, 3000));
+  const ack = await call(a1, "dm:send", { to: bn, text, clientId });
+  assert.deepEqual(Object.keys(ack).sort(), ["message", "ok"]);
+  assert.equal(ack.ok, true);
+  const m = assertDm(ack.message, { from: an, to: bn, text, clientId });
+  for (const w of waits) assert.deepEqual(await w, m);
+  await sleep(300);
+  for (const s of [a1, a2, b1, b2]) {
+    assert.deepEqual(inbox.get(s).filter((x) => x.id === m.id && x.text === text), [m], "exactly once per socket");
+  }
+  assert.deepEqual(inbox.get(c), [], "third party gets no dm:new");
+  sentAB.push(m);
+});
+
+test("dm:send reply from the other side, without clientId", T, async () => {
+  const text = "got it";
+  const waits = [a1, a2, b1, b2].map((s) => waitFor(s, "dm:new", (m) => m.text === text, 3000));
+  const ack = assertOk(await call(b2, "dm:send", { to: an, text }));
+  const m = assertDm(ack.message, { from: bn, to: an, text });
+  assert.equal("clientId" in m, false);
+  for (const w of waits) assert.deepEqual(await w, m);
+  sentAB.push(m);
+  await sleep(200);
+  assert.deepEqual(inbox.get(c), []);
+});
+
+test("dm ids increase per conversation; dm:history pages backwards over the pair only", T, async () => {
+  for (let i = 0; i < 5; i++) {
+    const from = i % 2 ? b1 : a2;
+    const ack = assertOk(await call(from, "dm:send", { to: i % 2 ? an : bn, text: `dm ${i}` }));
+    sentAB.push(ack.message);
+  }
+  assertIncreasing(sentAB.map((m) => m.id), "dm ids");
+  // a conversation between b and c must not show up in a–b history
+  const other = assertOk(await call(c, "dm:send", { to: bn, text: "hi b, it's c" }));
+
+  const full = await call(a1, "dm:history", { with: bn });
+  assert.deepEqual(full, { ok: true, with: bn, messages: sentAB, hasMore: false });
+  const fromB = await call(b1, "dm:history", { with: an });
+  assert.deepEqual(fromB, { ok: true, with: an, messages: sentAB, hasMore: false });
+
+  const p1 = await call(a1, "dm:history", { with: bn, limit: 3 });
+  assert.deepEqual(p1, { ok: true, with: bn, messages: sentAB.slice(4), hasMore: true });
+  const p2 = await call(a1, "dm:history", { with: bn, limit: 3, before: p1.messages[0].id });
+  assert.deepEqual(p2, { ok: true, with: bn, messages: sentAB.slice(1, 4), hasMore: true });
+  const p3 = await call(a1, "dm:history", { with: bn, limit: 3, before: p2.messages[0].id });
+  assert.deepEqual(p3, { ok: true, with: bn, messages: sentAB.slice(0, 1), hasMore: false });
+
+  const bc = await call(b2, "dm:history", { with: cn });
+  assert.deepEqual(bc, { ok: true, with: cn, messages: [other.message], hasMore: false });
+});
+
+test("DM privacy: a third party's dm:history with either party shows only its own conversation", T, async () => {
+  const withA = await call(c, "dm:history", { with: an });
+  assert.deepEqual(withA, { ok: true, with: an, messages: [], hasMore: false });
+  const withB = assertOk(await call(c, "dm:history", { with: bn }));
+  assert.ok(withB.messages.every((m) => m.from === cn || m.to === cn), "only c's own messages");
+  assert.ok(withB.messages.every((m) => !sentAB.some((x) => x.id === m.id && x.text === m.text)));
+  // the inbox of c holds only c's own conversation
+  assert.ok(inbox.get(c).every((m) => m.from === cn || m.to === cn), JSON.stringify(inbox.get(c)));
+});
+
+test("dm:history with an offline-but-valid name is empty, not an error", T, async () => {
+  const r = await call(a1, "dm:history", { with: uname("ghost") });
+  assert.deepEqual(r.ok, true);
+  assert.deepEqual(r.messages, []);
+  assert.equal(r.hasMore, false);
+});
+
+test("dm:send to yourself: a note to self, each of your sockets gets it once", T, async () => {
+  const text = "note to self";
+  const waits = [a1, a2].map((s) => waitFor(s, "dm:new", (m) => m.text === text, 3000));
+  const ack = assertOk(await call(a1, "dm:send", { to: an, text }));
+  const m = assertDm(ack.message, { from: an, to: an, text });
+  for (const w of waits) assert.deepEqual(await w, m);
+  await sleep(300);
+  for (const s of [a1, a2]) assert.equal(inbox.get(s).filter((x) => x.text === text).length, 1, "exactly once");
+  for (const s of [b1, b2, c]) assert.equal(inbox.get(s).filter((x) => x.text === text).length, 0);
+  const hist = await call(a2, "dm:history", { with: an });
+  assert.deepEqual(hist, { ok: true, with: an, messages: [m], hasMore: false });
+});
+
+test("dm:send to an offline user → user_not_found; after the last tab closes too", T, async () => {
+  assertError(await call(a1, "dm:send", { to: uname("off"), text: "anyone?" }), "user_not_found");
+  const en = uname("de");
+  const e = await h.connect(en);
+  assertOk(await call(a1, "dm:send", { to: en, text: "you there?" }));
+  await h.close(e);
+  let last;
+  for (let i = 0; i < 20; i++) {
+    last = await call(a1, "dm:send", { to: en, text: "still there?" });
+    if (!last.ok) break;
+    await sleep(100);
+  }
+  assertError(last, "user_not_found");
+});
+
+test("dm:send with NFC-equivalent recipient name reaches the user", T, async () => {
+  const base = uname("nf");
+  const decomposed = `Jose\u0301${base}`;
+  const nfc = decomposed.normalize("NFC");
+  const j = await h.connect(nfc);
+  const got = waitFor(j, "dm:new", (m) => m.text === "hola", 3000);
+  const ack = assertOk(await call(a1, "dm:send", { to: decomposed, text: "hola" }));
+  assert.equal(ack.message.to, nfc);
+  assert.deepEqual(await got, ack.message);
+});
