@@ -1,0 +1,1197 @@
+// confab web client. Plain ES module, no framework.
+// Every piece of user-provided text is rendered with textContent / createTextNode.
+import { io } from "/vendor/socket.io/socket.io.esm.min.js";
+
+const NAME_KEY = "confab.name";
+const KEY_KEY = "confab.key"; // access key, sessionStorage only
+const roomsKey = (name) => `confab.rooms.${name}`;
+
+const ACK_TIMEOUT_MS = 10000;
+const TYPING_REFRESH_MS = 3000; // re-send typing:true at most this often while typing
+const TYPING_IDLE_MS = 4000; // typing:false after this long without input
+const TYPING_DISPLAY_MS = 6000; // forget a remote typist after this long without update
+const ROOM_LIST_INTERVAL_MS = 10000;
+const HISTORY_PAGE = 50;
+const MAX_TEXT = 4000;
+const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+const NEAR_TOP_PX = 80;
+const NEAR_BOTTOM_PX = 60;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  connState: $("conn-state"),
+  me: $("me"),
+  logout: $("logout"),
+  loginView: $("login-view"),
+  nameForm: $("name-form"),
+  nameInput: $("name-input"),
+  keyRow: $("key-row"),
+  keyInput: $("key-input"),
+  loginError: $("login-error"),
+  nameSubmit: $("name-submit"),
+  chatView: $("chat-view"),
+  roomForm: $("room-form"),
+  roomInput: $("room-input"),
+  rooms: $("rooms"),
+  dms: $("dms"),
+  dmsEmpty: $("dms-empty"),
+  users: $("users"),
+  usersTitle: $("users-title"),
+  paneTitle: $("pane-title"),
+  paneSubtitle: $("pane-subtitle"),
+  leaveRoom: $("leave-room"),
+  messages: $("messages"),
+  historyStatus: $("history-status"),
+  list: $("message-list"),
+  emptyState: $("empty-state"),
+  typing: $("typing-indicator"),
+  composerForm: $("composer-form"),
+  composer: $("composer"),
+  send: $("send"),
+  toast: $("toast"),
+};
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+function h(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+/** "<ms>-<seq>" -> [ms, seq] as numbers (both fit in a double exactly). */
+function parseId(id) {
+  const i = typeof id === "string" ? id.indexOf("-") : -1;
+  if (i < 0) return [0, 0];
+  return [Number(id.slice(0, i)) || 0, Number(id.slice(i + 1)) || 0];
+}
+
+function cmpKey(a, b) {
+  for (let i = 0; i < 3; i++) {
+    if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
+  }
+  return 0;
+}
+
+function compareIds(a, b) {
+  return cmpKey([...parseId(a), 0], [...parseId(b), 0]);
+}
+
+function formatTime(ts) {
+  const d = new Date(ts);
+  const now = new Date();
+  const time = d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (d.toDateString() === now.toDateString()) return time;
+  const opts = { month: "short", day: "numeric" };
+  if (d.getFullYear() !== now.getFullYear()) opts.year = "numeric";
+  return `${d.toLocaleDateString([], opts)} ${time}`;
+}
+
+class AppError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.code = code;
+  }
+}
+
+const describe = (err) => (err && err.code ? `${err.message} (${err.code})` : String(err?.message ?? err));
+
+let toastTimer = null;
+function toast(text, kind = "error") {
+  ui.toast.textContent = text;
+  ui.toast.dataset.kind = kind;
+  ui.toast.classList.remove("hidden");
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => ui.toast.classList.add("hidden"), 6000);
+}
+ui.toast.addEventListener("click", () => ui.toast.classList.add("hidden"));
+
+// ---------------------------------------------------------------------------
+// State
+
+/** A room or a DM conversation: a timeline of entries sorted by (ms, seq, sub). */
+class Conversation {
+  constructor(kind, name) {
+    this.kind = kind; // "room" | "dm"
+    this.name = name; // room name, or the peer's user name
+    this.entries = []; // {key:[ms,seq,sub], id?, el}
+    this.ids = new Set(); // message ids present
+    this.clientIds = new Set(); // clientIds of my own messages present
+    this.pending = new Map(); // clientId -> pending send
+    this.lastId = null; // highest message id seen
+    this.noticeSeq = 0;
+    this.hasMore = false;
+    this.loaded = false;
+    this.loadingOlder = false;
+    this.unread = 0;
+    this.savedScroll = null; // scrollTop when we left the view (null = bottom)
+    // rooms only
+    this.joined = false;
+    this.members = new Map(); // name -> connections
+    this.memberTotal = 0;
+    this.typers = new Map(); // name -> timeout handle
+  }
+  oldestId() {
+    for (const e of this.entries) if (e.id) return e.id;
+    return null;
+  }
+}
+
+const state = {
+  socket: null,
+  me: null,
+  connectedOnce: false,
+  gen: 0, // connection generation, bumped on every connect
+  rooms: new Map(), // room -> Conversation
+  dms: new Map(), // peer -> Conversation
+  directory: new Map(), // room -> members (from room:list)
+  everyone: new Map(), // online users (users:list without room)
+  everyoneTotal: 0,
+  view: null, // current Conversation
+  typingRoom: null,
+  typingSentAt: 0,
+  typingIdleTimer: null,
+  roomListTimer: null,
+  presenceRefreshTimer: null,
+  sessionFallbackTimer: null,
+  serverKickRetry: 0,
+};
+
+// ---------------------------------------------------------------------------
+// Socket requests
+
+async function request(event, payload) {
+  const socket = state.socket;
+  if (!socket || !socket.connected) throw new AppError("offline", "You are offline; try again once reconnected");
+  let ack;
+  try {
+    ack = await socket.timeout(ACK_TIMEOUT_MS).emitWithAck(event, payload);
+  } catch (e) {
+    if (String(e?.message).includes("disconnected")) throw new AppError("disconnected", "Connection lost");
+    throw new AppError("timeout", `No answer from the server (${event})`);
+  }
+  if (!ack || typeof ack !== "object") throw new AppError("internal", `Malformed answer to ${event}`);
+  if (ack.ok !== true) {
+    throw new AppError(ack.error?.code ?? "error", ack.error?.message ?? `${event} failed`);
+  }
+  return ack;
+}
+
+// ---------------------------------------------------------------------------
+// Connection state
+
+const CONN_LABELS = { connecting: "connecting", online: "online", reconnecting: "reconnecting", offline: "offline" };
+function setConn(s, detail = "") {
+  ui.connState.dataset.state = s;
+  ui.connState.textContent = CONN_LABELS[s] ?? s;
+  ui.connState.title = detail;
+}
+
+// ---------------------------------------------------------------------------
+// Login / logout
+
+function showLogin(errorText = "") {
+  ui.chatView.classList.add("hidden");
+  ui.loginView.classList.remove("hidden");
+  ui.me.classList.add("hidden");
+  ui.logout.classList.add("hidden");
+  ui.loginError.textContent = errorText;
+  ui.nameSubmit.disabled = false;
+  ui.nameInput.focus();
+}
+
+function showChat() {
+  ui.loginView.classList.add("hidden");
+  ui.chatView.classList.remove("hidden");
+  ui.me.textContent = state.me;
+  ui.me.classList.remove("hidden");
+  ui.logout.classList.remove("hidden");
+}
+
+function resetState() {
+  for (const conv of state.rooms.values()) for (const t of conv.typers.values()) clearTimeout(t);
+  clearTimeout(state.typingIdleTimer);
+  clearInterval(state.roomListTimer);
+  clearTimeout(state.presenceRefreshTimer);
+  clearTimeout(state.sessionFallbackTimer);
+  state.rooms = new Map();
+  state.dms = new Map();
+  state.directory = new Map();
+  state.everyone = new Map();
+  state.view = null;
+  state.typingRoom = null;
+  state.connectedOnce = false;
+  state.me = null;
+  ui.list.replaceChildren();
+  renderAll();
+}
+
+function logout() {
+  stopTyping();
+  const socket = state.socket;
+  state.socket = null;
+  if (socket) {
+    socket.removeAllListeners();
+    socket.io.removeAllListeners?.();
+    socket.disconnect();
+  }
+  localStorage.removeItem(NAME_KEY);
+  sessionStorage.removeItem(KEY_KEY);
+  resetState();
+  setConn("offline");
+  showLogin();
+}
+
+function login(name, key) {
+  if (state.socket) logout();
+  resetState();
+  state.me = name;
+  ui.loginError.textContent = "";
+  ui.nameSubmit.disabled = true;
+  setConn("connecting");
+  const auth = { name };
+  if (key) auth.key = key;
+  const socket = io({ auth });
+  state.socket = socket;
+  wireSocket(socket, name, key);
+}
+
+function wireSocket(socket, typedName, key) {
+  const mine = (fn) => (...args) => {
+    if (state.socket === socket) fn(...args);
+  };
+
+  socket.on("connect", mine(() => {
+    state.gen++;
+    state.serverKickRetry = 0;
+    setConn("online");
+    // The server sends `session` right after connecting; do not hang if it does not.
+    clearTimeout(state.sessionFallbackTimer);
+    state.sessionFallbackTimer = setTimeout(mine(() => {
+      if (socket.connected) onSession(socket, { user: { name: state.me ?? typedName }, rooms: ["general"] });
+    }), 4000);
+  }));
+
+  socket.on("session", mine((session) => {
+    clearTimeout(state.sessionFallbackTimer);
+    onSession(socket, session);
+  }));
+
+  socket.on("connect_error", mine((err) => {
+    const msg = String(err?.message ?? err);
+    if (!socket.active) {
+      // Refused by the server (auth middleware): socket.io-client will not retry.
+      const code = msg.split(":")[0];
+      if (code === "unauthorized") ui.keyRow.classList.remove("hidden");
+      if (!state.connectedOnce || code === "invalid_name" || code === "unauthorized") {
+        state.socket = null;
+        socket.removeAllListeners();
+        socket.disconnect();
+        localStorage.removeItem(NAME_KEY);
+        resetState();
+        setConn("offline", msg);
+        showLogin(msg);
+        if (code === "unauthorized") ui.keyInput.focus();
+      } else {
+        setConn("reconnecting", msg);
+        toast(msg);
+        scheduleManualReconnect(socket);
+      }
+    } else {
+      setConn(state.connectedOnce ? "reconnecting" : "connecting", msg);
+      if (!state.connectedOnce) ui.loginError.textContent = `Cannot reach the server (${msg}); retrying…`;
+    }
+  }));
+
+  socket.on("disconnect", mine((reason) => {
+    clearTimeout(state.sessionFallbackTimer);
+    // The server ends our typing state on disconnect; clear local typing displays.
+    state.typingRoom = null;
+    for (const conv of state.rooms.values()) {
+      for (const t of conv.typers.values()) clearTimeout(t);
+      conv.typers.clear();
+    }
+    renderTyping();
+    if (reason === "io client disconnect") {
+      setConn("offline", reason);
+    } else if (reason === "io server disconnect") {
+      // socket.io-client does not reconnect by itself in this case.
+      setConn("reconnecting", "disconnected by the server");
+      scheduleManualReconnect(socket);
+    } else {
+      setConn("reconnecting", reason);
+    }
+  }));
+
+  socket.io.on("reconnect_attempt", mine((n) => setConn("reconnecting", `attempt ${n}`)));
+  socket.io.on("reconnect_failed", mine(() => setConn("offline", "gave up reconnecting")));
+
+  socket.on("message:new", mine(onMessageNew));
+  socket.on("dm:new", mine(onDmNew));
+  socket.on("typing", mine(onTyping));
+  socket.on("room:presence", mine(onPresence));
+  socket.on("error", mine((e) => {
+    const err = e?.error ?? {};
+    toast(`${e?.event ?? "request"} failed: ${err.message ?? "error"} (${err.code ?? "?"})`);
+  }));
+
+  clearInterval(state.roomListTimer);
+  state.roomListTimer = setInterval(mine(() => {
+    refreshRoomList();
+    if (state.view?.kind === "dm") refreshEveryone();
+  }), ROOM_LIST_INTERVAL_MS);
+}
+
+function scheduleManualReconnect(socket) {
+  const delay = Math.min(30000, 1000 * 2 ** state.serverKickRetry++);
+  setTimeout(() => {
+    if (state.socket === socket && !socket.connected) {
+      setConn("reconnecting");
+      socket.connect();
+    }
+  }, delay);
+}
+
+/** Runs after every (re)connection, when the server's `session` arrives. */
+async function onSession(socket, session) {
+  const gen = state.gen;
+  const first = !state.connectedOnce;
+  state.connectedOnce = true;
+  if (session?.user?.name) state.me = session.user.name;
+  localStorage.setItem(NAME_KEY, state.me);
+  showChat();
+  renderAll();
+
+  const names = [];
+  const add = (n) => {
+    if (typeof n === "string" && !names.includes(n)) names.push(n);
+  };
+  add("general");
+  for (const n of session?.rooms ?? []) add(n);
+  for (const [n, conv] of state.rooms) if (conv.joined) add(n);
+  if (first) for (const n of loadSavedRooms()) add(n);
+
+  for (const n of names) {
+    if (state.gen !== gen || state.socket !== socket) return; // reconnected meanwhile
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await joinRoom(n, { show: false });
+        break;
+      } catch (e) {
+        if (state.gen !== gen || e.code === "disconnected" || e.code === "offline") return;
+        if (attempt < 4 && (e.code === "rate_limited" || e.code === "unavailable" || e.code === "timeout")) {
+          await sleep(1000 * attempt);
+          continue;
+        }
+        // Gave up: do not pretend to be in a room the server did not let us (re)join.
+        const conv = state.rooms.get(n);
+        if (conv) dropRoom(conv);
+        toast(`Could not join #${n}: ${describe(e)}`);
+        break;
+      }
+    }
+    if (!state.view && state.rooms.get(n)?.joined) showConversation(state.rooms.get(n));
+  }
+  if (state.gen !== gen) return;
+
+  // Refresh what the current view shows, then DM conversations, then resend.
+  if (state.view?.kind === "room") refreshUsers(state.view);
+  for (const conv of state.dms.values()) {
+    if (conv.loaded) loadLatestDm(conv).catch(() => {});
+  }
+  if (state.view?.kind === "dm" && !state.view.loaded) loadLatestDm(state.view).catch((e) => toast(describe(e)));
+  for (const conv of [...state.rooms.values(), ...state.dms.values()]) {
+    for (const p of conv.pending.values()) if (p.status === "sending") trySend(p);
+  }
+  refreshRoomList();
+  refreshEveryone();
+  renderAll();
+}
+
+// ---------------------------------------------------------------------------
+// Rooms
+
+function loadSavedRooms() {
+  try {
+    const v = JSON.parse(localStorage.getItem(roomsKey(state.me)) ?? "[]");
+    return Array.isArray(v) ? v.filter((x) => typeof x === "string") : [];
+  } catch {
+    return [];
+  }
+}
+
+function saveRooms() {
+  if (!state.me) return;
+  const joined = [...state.rooms.values()].filter((c) => c.joined).map((c) => c.name);
+  localStorage.setItem(roomsKey(state.me), JSON.stringify(joined));
+}
+
+const TRANSIENT = new Set(["offline", "disconnected", "timeout", "rate_limited", "unavailable"]);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** room:join; resumes with `since` when we already hold messages of that room. */
+async function joinRoom(name, { show = true } = {}) {
+  let conv = state.rooms.get(name);
+  const isNew = !conv;
+  if (isNew) {
+    // Create first so that message:new arriving before the ack is kept.
+    conv = new Conversation("room", name);
+    state.rooms.set(name, conv);
+  }
+  const since = conv.lastId;
+  const payload = { room: name };
+  if (since) payload.since = since;
+  let ack;
+  try {
+    ack = await request("room:join", payload);
+  } catch (e) {
+    if (!TRANSIENT.has(e.code)) {
+      // Permanent failure: forget the room.
+      dropRoom(conv);
+    } else if (isNew && !conv.joined) {
+      state.rooms.delete(name);
+    }
+    renderRooms();
+    throw e;
+  }
+  if (state.rooms.get(name) !== conv) return conv; // left meanwhile
+  const wasAtBottom = isAtBottom();
+  if (since && ack.truncated) clearTimeline(conv);
+  for (const m of ack.messages ?? []) addMessage(conv, m, { count: false });
+  if (!since || ack.truncated || !conv.loaded) conv.hasMore = !!ack.hasMore;
+  conv.loaded = true;
+  conv.joined = true;
+  const members = new Map();
+  for (const n of ack.members ?? []) members.set(n, conv.members.get(n) ?? 1);
+  conv.members = members;
+  conv.memberTotal = ack.memberCount ?? members.size;
+  saveRooms();
+  renderRooms();
+  if (state.view === conv) {
+    renderUsers();
+    updateHistoryStatus();
+    if (wasAtBottom) scrollToBottom();
+  }
+  if (show) showConversation(conv);
+  return conv;
+}
+
+async function leaveRoom(conv) {
+  stopTyping();
+  try {
+    await request("room:leave", { room: conv.name });
+  } catch (e) {
+    if (e.code !== "not_member") {
+      toast(`Could not leave #${conv.name}: ${describe(e)}`);
+      return;
+    }
+  }
+  dropRoom(conv);
+  refreshRoomList();
+}
+
+function dropRoom(conv) {
+  for (const t of conv.typers.values()) clearTimeout(t);
+  conv.joined = false;
+  if (state.rooms.get(conv.name) === conv) state.rooms.delete(conv.name);
+  saveRooms();
+  if (state.view === conv) {
+    state.view = null;
+    const next = state.rooms.get("general")?.joined ? state.rooms.get("general") : [...state.rooms.values()].find((c) => c.joined);
+    if (next) showConversation(next);
+    else renderView();
+  }
+  renderRooms();
+}
+
+async function refreshRoomList() {
+  if (!state.socket?.connected) return;
+  try {
+    const ack = await request("room:list", {});
+    state.directory = new Map((ack.rooms ?? []).map((r) => [r.room, r.members]));
+    renderRooms();
+  } catch {
+    /* periodic; the next refresh will try again */
+  }
+}
+
+async function refreshUsers(conv) {
+  try {
+    const ack = await request("users:list", { room: conv.name });
+    conv.members = new Map((ack.users ?? []).map((u) => [u.name, u.connections]));
+    conv.memberTotal = ack.total ?? conv.members.size;
+    if (state.view === conv) renderUsers();
+  } catch (e) {
+    if (e.code !== "offline" && e.code !== "disconnected") toast(`Could not load users: ${describe(e)}`);
+  }
+}
+
+async function refreshEveryone() {
+  if (!state.socket?.connected) return;
+  try {
+    const ack = await request("users:list", {});
+    state.everyone = new Map((ack.users ?? []).map((u) => [u.name, u.connections]));
+    state.everyoneTotal = ack.total ?? state.everyone.size;
+    if (state.view?.kind === "dm") {
+      renderUsers();
+      renderPaneHeader();
+    }
+  } catch {
+    /* best effort */
+  }
+}
+
+function schedulePresenceRefresh() {
+  if (state.presenceRefreshTimer) return;
+  state.presenceRefreshTimer = setTimeout(() => {
+    state.presenceRefreshTimer = null;
+    refreshRoomList();
+    refreshEveryone();
+  }, 1000);
+}
+
+// ---------------------------------------------------------------------------
+// Timeline
+
+function clearTimeline(conv) {
+  if (state.view === conv) for (const e of conv.entries) e.el.remove();
+  conv.entries = [];
+  conv.ids.clear();
+  conv.clientIds.clear();
+  conv.lastId = null;
+}
+
+function insertEntry(conv, entry) {
+  let lo = 0;
+  let hi = conv.entries.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (cmpKey(conv.entries[mid].key, entry.key) <= 0) lo = mid + 1;
+    else hi = mid;
+  }
+  conv.entries.splice(lo, 0, entry);
+  if (state.view === conv) {
+    const next = conv.entries[lo + 1]?.el ?? conv.pending.values().next().value?.el ?? null;
+    ui.list.insertBefore(entry.el, next);
+  }
+}
+
+/** Adds a server message (room or DM) if new. Returns true when it was added. */
+function addMessage(conv, msg, { count = true } = {}) {
+  if (!msg || typeof msg.id !== "string" || conv.ids.has(msg.id)) return false;
+  conv.ids.add(msg.id);
+  if (!conv.lastId || compareIds(msg.id, conv.lastId) > 0) conv.lastId = msg.id;
+  if (msg.clientId && msg.from === state.me) {
+    const p = conv.pending.get(msg.clientId);
+    if (p) removePending(conv, p);
+    else if (conv.clientIds.has(msg.clientId)) return false; // a retried send stored twice
+    conv.clientIds.add(msg.clientId);
+  }
+  const entry = { key: [...parseId(msg.id), 0], id: msg.id, el: renderMessage(msg) };
+  insertEntry(conv, entry);
+  if (count && msg.from !== state.me && state.view !== conv) conv.unread++;
+  updateTitle();
+  return true;
+}
+
+function addNotice(conv, text) {
+  const [ms, seq] = conv.lastId ? parseId(conv.lastId) : [0, 0];
+  const li = h("li", "notice", text);
+  insertEntry(conv, { key: [ms, seq, ++conv.noticeSeq], el: li });
+}
+
+function renderMessage(msg) {
+  const li = h("li", "message");
+  if (msg.from === state.me) li.classList.add("mine");
+  li.dataset.id = msg.id;
+  if (msg.clientId) li.dataset.clientId = msg.clientId;
+  const meta = h("div", "meta");
+  meta.append(h("span", "from", msg.from));
+  const time = h("time", null, formatTime(msg.ts));
+  const d = new Date(msg.ts);
+  if (!Number.isNaN(d.getTime())) {
+    time.dateTime = d.toISOString();
+    time.title = d.toLocaleString();
+  }
+  meta.append(time);
+  li.append(meta, h("div", "text", msg.text));
+  return li;
+}
+
+// ---------------------------------------------------------------------------
+// Sending
+
+function sendCurrent() {
+  const conv = state.view;
+  if (!conv) return;
+  const text = ui.composer.value.replace(/\s+$/u, "");
+  if (!text.trim()) return;
+  if ([...text].length > MAX_TEXT) {
+    toast(`Message too long (max ${MAX_TEXT} characters)`);
+    return;
+  }
+  ui.composer.value = "";
+  stopTyping();
+  const p = { clientId: crypto.randomUUID(), text, conv, status: "sending", inFlight: false, el: null };
+  p.el = renderPending(p);
+  conv.pending.set(p.clientId, p);
+  if (state.view === conv) {
+    ui.list.append(p.el);
+    scrollToBottom();
+  }
+  trySend(p);
+}
+
+function renderPending(p) {
+  const li = h("li", "message pending mine");
+  li.dataset.clientId = p.clientId;
+  const meta = h("div", "meta");
+  meta.append(h("span", "from", state.me), h("span", "status", "sending…"));
+  li.append(meta, h("div", "text", p.text));
+  return li;
+}
+
+function setPendingStatus(p, status, errorText = "") {
+  p.status = status;
+  const statusEl = p.el.querySelector(".status");
+  statusEl.replaceChildren();
+  p.el.classList.toggle("failed", status === "failed");
+  if (status === "failed") {
+    statusEl.append(document.createTextNode(`not sent: ${errorText} `));
+    const retry = h("button", "link-button", "Retry");
+    retry.type = "button";
+    retry.addEventListener("click", () => {
+      setPendingStatus(p, "sending");
+      trySend(p);
+    });
+    const discard = h("button", "link-button", "Discard");
+    discard.type = "button";
+    discard.addEventListener("click", () => removePending(p.conv, p));
+    statusEl.append(retry, document.createTextNode(" · "), discard);
+  } else {
+    statusEl.textContent = "sending…";
+  }
+}
+
+function removePending(conv, p) {
+  conv.pending.delete(p.clientId);
+  p.el.remove();
+}
+
+const RETRYABLE = new Set(["rate_limited", "unavailable", "timeout"]);
+
+async function trySend(p) {
+  const conv = p.conv;
+  if (p.inFlight || !conv.pending.has(p.clientId) || !state.socket?.connected) return; // retried on reconnect
+  p.inFlight = true;
+  const [event, payload] =
+    conv.kind === "room"
+      ? ["message:send", { room: conv.name, text: p.text, clientId: p.clientId }]
+      : ["dm:send", { to: conv.name, text: p.text, clientId: p.clientId }];
+  try {
+    const ack = await request(event, payload);
+    addMessage(conv, ack.message, { count: false });
+    // The ack's message normally resolves the pending entry (same clientId).
+    if (conv.pending.has(p.clientId)) removePending(conv, p);
+    if (state.view === conv && isAtBottom(200)) scrollToBottom();
+  } catch (e) {
+    if (!conv.pending.has(p.clientId)) return;
+    if (e.code === "offline" || e.code === "disconnected") {
+      // Stays "sending…"; onSession resends it with the same clientId.
+    } else if (RETRYABLE.has(e.code)) {
+      setTimeout(() => {
+        p.inFlight = false;
+        trySend(p);
+      }, e.code === "rate_limited" ? 1500 : 3000);
+      return;
+    } else {
+      setPendingStatus(p, "failed", e.message);
+      toast(`Message not sent: ${describe(e)}`);
+    }
+  }
+  // (the retry branch returns before this line: its timer owns inFlight until it fires)
+  p.inFlight = false;
+}
+
+// ---------------------------------------------------------------------------
+// Incoming events
+
+function onMessageNew(msg) {
+  const conv = state.rooms.get(msg?.room);
+  if (!conv) return;
+  const atBottom = state.view === conv && isAtBottom();
+  // A message from someone ends their "typing…".
+  const t = conv.typers.get(msg.from);
+  if (t) {
+    clearTimeout(t);
+    conv.typers.delete(msg.from);
+    if (state.view === conv) renderTyping();
+  }
+  if (addMessage(conv, msg)) {
+    if (state.view === conv && (atBottom || msg.from === state.me)) scrollToBottom();
+    if (state.view !== conv) renderRooms();
+  }
+}
+
+function dmPeer(msg) {
+  return msg.from === state.me ? msg.to : msg.from;
+}
+
+function getDm(peer) {
+  let conv = state.dms.get(peer);
+  if (!conv) {
+    conv = new Conversation("dm", peer);
+    state.dms.set(peer, conv);
+  }
+  return conv;
+}
+
+function onDmNew(msg) {
+  if (!msg || typeof msg.from !== "string") return;
+  const conv = getDm(dmPeer(msg));
+  const atBottom = state.view === conv && isAtBottom();
+  if (addMessage(conv, msg)) {
+    if (state.view === conv && (atBottom || msg.from === state.me)) scrollToBottom();
+  }
+  renderDms();
+}
+
+function onTyping({ room, user, typing } = {}) {
+  const conv = state.rooms.get(room);
+  if (!conv || typeof user !== "string" || user === state.me) return;
+  const old = conv.typers.get(user);
+  if (old) clearTimeout(old);
+  if (typing) {
+    conv.typers.set(
+      user,
+      setTimeout(() => {
+        conv.typers.delete(user);
+        if (state.view === conv) renderTyping();
+      }, TYPING_DISPLAY_MS),
+    );
+  } else {
+    conv.typers.delete(user);
+  }
+  if (state.view === conv) renderTyping();
+}
+
+function onPresence({ room, joined = [], left = [] } = {}) {
+  const conv = state.rooms.get(room);
+  if (!conv) return;
+  for (const name of joined) {
+    if (!conv.members.has(name)) conv.memberTotal++;
+    conv.members.set(name, conv.members.get(name) ?? 1);
+    if (name !== state.me) addNotice(conv, `${name} joined #${room}`);
+  }
+  for (const name of left) {
+    if (conv.members.delete(name)) conv.memberTotal = Math.max(conv.members.size, conv.memberTotal - 1);
+    const t = conv.typers.get(name);
+    if (t) {
+      clearTimeout(t);
+      conv.typers.delete(name);
+    }
+    if (name !== state.me) addNotice(conv, `${name} left #${room}`);
+  }
+  if (state.directory.has(room)) {
+    state.directory.set(room, Math.max(conv.memberTotal, conv.members.size));
+    renderRooms();
+  }
+  if (state.view === conv) {
+    if (isAtBottom(120)) scrollToBottom();
+    renderUsers();
+    renderTyping();
+    renderPaneHeader();
+  }
+  schedulePresenceRefresh();
+}
+
+// ---------------------------------------------------------------------------
+// DMs
+
+function openDm(peer) {
+  showConversation(getDm(peer));
+}
+
+async function loadLatestDm(conv) {
+  const ack = await request("dm:history", { with: conv.name, limit: HISTORY_PAGE });
+  const msgs = ack.messages ?? [];
+  // If the latest page does not reach what we hold, there is a gap: start over.
+  if (conv.lastId && msgs.length && ack.hasMore && compareIds(msgs[0].id, conv.lastId) > 0) clearTimeline(conv);
+  const wasAtBottom = state.view === conv && isAtBottom();
+  const first = !conv.loaded;
+  for (const m of msgs) addMessage(conv, m, { count: false });
+  if (first || !conv.entries.length || conv.entries[0]?.id === msgs[0]?.id) conv.hasMore = !!ack.hasMore;
+  conv.loaded = true;
+  if (state.view === conv) {
+    if (first || wasAtBottom) scrollToBottom();
+    updateHistoryStatus();
+    maybeFill(conv);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// History paging
+
+async function loadOlder(conv) {
+  if (!conv || conv.loadingOlder || !conv.hasMore || !conv.loaded || !state.socket?.connected) return;
+  const before = conv.oldestId();
+  if (!before) return;
+  conv.loadingOlder = true;
+  updateHistoryStatus();
+  try {
+    const ack =
+      conv.kind === "room"
+        ? await request("message:history", { room: conv.name, before, limit: HISTORY_PAGE })
+        : await request("dm:history", { with: conv.name, before, limit: HISTORY_PAGE });
+    const isView = state.view === conv;
+    const prevHeight = ui.messages.scrollHeight;
+    const prevTop = ui.messages.scrollTop;
+    for (const m of ack.messages ?? []) addMessage(conv, m, { count: false });
+    conv.hasMore = !!ack.hasMore;
+    if (isView) ui.messages.scrollTop = prevTop + (ui.messages.scrollHeight - prevHeight);
+  } catch (e) {
+    if (e.code !== "offline" && e.code !== "disconnected") toast(`Could not load older messages: ${describe(e)}`);
+  } finally {
+    conv.loadingOlder = false;
+    updateHistoryStatus();
+  }
+  if (state.view === conv) maybeFill(conv);
+}
+
+/** Keep loading older pages while the timeline does not fill the pane. */
+function maybeFill(conv) {
+  if (state.view !== conv || !conv.hasMore || conv.loadingOlder) return;
+  if (ui.messages.scrollHeight <= ui.messages.clientHeight + NEAR_TOP_PX) loadOlder(conv);
+}
+
+ui.messages.addEventListener("scroll", () => {
+  const conv = state.view;
+  if (conv && ui.messages.scrollTop < NEAR_TOP_PX) loadOlder(conv);
+});
+
+function isAtBottom(slack = NEAR_BOTTOM_PX) {
+  const m = ui.messages;
+  return m.scrollHeight - m.scrollTop - m.clientHeight < slack;
+}
+
+function scrollToBottom() {
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+}
+
+// ---------------------------------------------------------------------------
+// Typing (outgoing)
+
+function emitTyping(room, typing) {
+  const socket = state.socket;
+  if (!socket?.connected) return;
+  socket
+    .timeout(ACK_TIMEOUT_MS)
+    .emitWithAck("typing", { room, typing })
+    .catch(() => {}); // best effort; failures (e.g. not_member) are not worth a toast
+}
+
+function onComposerInput() {
+  const conv = state.view;
+  if (!conv || conv.kind !== "room" || !conv.joined) return;
+  if (!ui.composer.value.trim()) {
+    stopTyping();
+    return;
+  }
+  const now = Date.now();
+  if (state.typingRoom !== conv.name || now - state.typingSentAt >= TYPING_REFRESH_MS) {
+    if (state.typingRoom && state.typingRoom !== conv.name) emitTyping(state.typingRoom, false);
+    state.typingRoom = conv.name;
+    state.typingSentAt = now;
+    emitTyping(conv.name, true);
+  }
+  clearTimeout(state.typingIdleTimer);
+  state.typingIdleTimer = setTimeout(stopTyping, TYPING_IDLE_MS);
+}
+
+function stopTyping() {
+  clearTimeout(state.typingIdleTimer);
+  state.typingIdleTimer = null;
+  if (state.typingRoom) {
+    emitTyping(state.typingRoom, false);
+    state.typingRoom = null;
+    state.typingSentAt = 0;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Rendering
+
+function showConversation(conv) {
+  if (!conv) return;
+  if (state.view !== conv) {
+    stopTyping();
+    if (state.view) state.view.savedScroll = isAtBottom() ? null : ui.messages.scrollTop;
+    state.view = conv;
+    ui.list.replaceChildren(...conv.entries.map((e) => e.el), ...[...conv.pending.values()].map((p) => p.el));
+    if (conv.savedScroll == null) scrollToBottom();
+    else ui.messages.scrollTop = conv.savedScroll;
+  }
+  conv.unread = 0;
+  updateTitle();
+  renderView();
+  if (conv.kind === "room") refreshUsers(conv);
+  else {
+    refreshEveryone();
+    if (!conv.loaded) loadLatestDm(conv).catch((e) => toast(`Could not load conversation: ${describe(e)}`));
+  }
+  maybeFill(conv);
+  ui.composer.focus();
+}
+
+function renderAll() {
+  renderRooms();
+  renderDms();
+  renderView();
+}
+
+function renderView() {
+  const conv = state.view;
+  ui.emptyState.classList.toggle("hidden", !!conv);
+  ui.emptyState.textContent = conv ? "" : "Join a room to start chatting.";
+  ui.composer.disabled = !conv;
+  ui.send.disabled = !conv;
+  if (!conv) ui.list.replaceChildren();
+  ui.composer.placeholder = !conv ? "" : conv.kind === "room" ? `Message #${conv.name}` : `Message @${conv.name}`;
+  renderPaneHeader();
+  renderUsers();
+  renderTyping();
+  renderRooms();
+  renderDms();
+  updateHistoryStatus();
+}
+
+function renderPaneHeader() {
+  const conv = state.view;
+  ui.leaveRoom.classList.toggle("hidden", !conv || conv.kind !== "room");
+  if (!conv) {
+    ui.paneTitle.textContent = "";
+    ui.paneSubtitle.textContent = "";
+    return;
+  }
+  if (conv.kind === "room") {
+    ui.paneTitle.textContent = `#${conv.name}`;
+    const n = Math.max(conv.memberTotal, conv.members.size);
+    ui.paneSubtitle.textContent = `${n} ${n === 1 ? "member" : "members"} online`;
+  } else {
+    ui.paneTitle.textContent = `@${conv.name}`;
+    const online = state.everyone.has(conv.name) || conv.name === state.me;
+    ui.paneSubtitle.textContent =
+      conv.name === state.me ? "notes to self" : online ? "private conversation · online" : "private conversation · offline";
+  }
+}
+
+function updateHistoryStatus() {
+  const conv = state.view;
+  let text = "";
+  if (conv && conv.loaded) {
+    if (conv.loadingOlder) text = "Loading older messages…";
+    else if (conv.hasMore) text = "Scroll up for older messages";
+    else text = conv.kind === "room" ? `This is the beginning of #${conv.name}.` : `This is the beginning of your conversation with ${conv.name}.`;
+  } else if (conv) {
+    text = "Loading…";
+  }
+  ui.historyStatus.textContent = text;
+}
+
+function badge(n) {
+  const b = h("span", "badge", n > 99 ? "99+" : String(n));
+  b.setAttribute("aria-label", `${n} unread`);
+  return b;
+}
+
+function renderRooms() {
+  const joined = [...state.rooms.values()]
+    .filter((c) => c.joined)
+    .sort((a, b) => (a.name === "general" ? -1 : b.name === "general" ? 1 : a.name.localeCompare(b.name)));
+  const others = [...state.directory.entries()]
+    .filter(([name]) => !state.rooms.get(name)?.joined)
+    .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  const items = [];
+  for (const conv of joined) {
+    const li = h("li", "room joined");
+    li.dataset.room = conv.name;
+    if (state.view === conv) li.classList.add("active");
+    const btn = h("button", "side-item");
+    btn.type = "button";
+    btn.append(h("span", "side-name", `#${conv.name}`));
+    const count = state.directory.get(conv.name);
+    if (count !== undefined) btn.append(h("span", "count", count));
+    if (conv.unread > 0) btn.append(badge(conv.unread));
+    btn.addEventListener("click", () => showConversation(conv));
+    li.append(btn);
+    items.push(li);
+  }
+  for (const [name, members] of others) {
+    const li = h("li", "room");
+    li.dataset.room = name;
+    const btn = h("button", "side-item");
+    btn.type = "button";
+    btn.title = `Join #${name}`;
+    btn.append(h("span", "side-name", `#${name}`), h("span", "count", members));
+    btn.addEventListener("click", () => joinRoom(name).catch((e) => toast(`Could not join #${name}: ${describe(e)}`)));
+    li.append(btn);
+    items.push(li);
+  }
+  ui.rooms.replaceChildren(...items);
+}
+
+function renderDms() {
+  const convs = [...state.dms.values()].sort((a, b) => a.name.localeCompare(b.name));
+  const items = convs.map((conv) => {
+    const li = h("li", "dm");
+    li.dataset.user = conv.name;
+    if (state.view === conv) li.classList.add("active");
+    const btn = h("button", "side-item");
+    btn.type = "button";
+    btn.append(h("span", "side-name", `@${conv.name}`));
+    if (conv.unread > 0) btn.append(badge(conv.unread));
+    btn.addEventListener("click", () => showConversation(conv));
+    li.append(btn);
+    return li;
+  });
+  ui.dms.replaceChildren(...items);
+  ui.dmsEmpty.classList.toggle("hidden", items.length > 0);
+}
+
+function renderUsers() {
+  const conv = state.view;
+  let users;
+  let total;
+  if (conv?.kind === "room") {
+    users = conv.members;
+    total = Math.max(conv.memberTotal, users.size);
+    ui.usersTitle.textContent = `In #${conv.name} (${total})`;
+  } else if (conv?.kind === "dm") {
+    users = state.everyone;
+    total = Math.max(state.everyoneTotal, users.size);
+    ui.usersTitle.textContent = `Online (${total})`;
+  } else {
+    users = new Map();
+    ui.usersTitle.textContent = "Online";
+  }
+  const names = [...users.keys()].sort((a, b) => a.localeCompare(b));
+  const items = names.map((name) => {
+    const li = h("li", "user");
+    li.dataset.user = name;
+    if (name === state.me) li.classList.add("self");
+    const btn = h("button", "side-item");
+    btn.type = "button";
+    btn.title = name === state.me ? "Notes to self" : `Private message ${name}`;
+    btn.append(h("span", "dot"), h("span", "side-name", name));
+    if (name === state.me) btn.append(h("span", "you", "you"));
+    const c = users.get(name);
+    if (c > 1) btn.append(h("span", "count", `${c} tabs`));
+    btn.addEventListener("click", () => openDm(name));
+    li.append(btn);
+    return li;
+  });
+  ui.users.replaceChildren(...items);
+}
+
+function renderTyping() {
+  const conv = state.view;
+  const names = conv?.kind === "room" ? [...conv.typers.keys()].sort((a, b) => a.localeCompare(b)) : [];
+  let text = "";
+  if (names.length === 1) text = `${names[0]} is typing…`;
+  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+  else if (names.length === 3) text = `${names[0]}, ${names[1]} and ${names[2]} are typing…`;
+  else if (names.length > 3) text = "Several people are typing…";
+  ui.typing.textContent = text;
+  ui.typing.classList.toggle("active", !!text);
+}
+
+function updateTitle() {
+  let unread = 0;
+  for (const c of state.rooms.values()) unread += c.unread;
+  for (const c of state.dms.values()) unread += c.unread;
+  document.title = unread ? `(${unread}) confab` : "confab";
+}
+
+// ---------------------------------------------------------------------------
+// DOM events
+
+ui.nameForm.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const name = ui.nameInput.value.trim().normalize("NFC");
+  if (!name) {
+    ui.loginError.textContent = "Please enter a name.";
+    return;
+  }
+  const key = ui.keyInput.value;
+  if (key) sessionStorage.setItem(KEY_KEY, key);
+  login(name, key);
+});
+
+ui.logout.addEventListener("click", () => {
+  const name = state.me;
+  logout();
+  if (name) ui.nameInput.value = name;
+});
+
+ui.roomForm.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const name = ui.roomInput.value.trim().replace(/^#/, "").toLowerCase();
+  if (!name) return;
+  if (!ROOM_RE.test(name)) {
+    toast("Room names are 1–64 characters: a–z, 0–9, '-' or '_', starting with a letter or digit");
+    return;
+  }
+  const existing = state.rooms.get(name);
+  if (existing?.joined) {
+    ui.roomInput.value = "";
+    showConversation(existing);
+    return;
+  }
+  try {
+    await joinRoom(name);
+    ui.roomInput.value = "";
+    refreshRoomList();
+  } catch (e) {
+    toast(`Could not join #${name}: ${describe(e)}`);
+  }
+});
+
+ui.leaveRoom.addEventListener("click", () => {
+  if (state.view?.kind === "room") leaveRoom(state.view);
+});
+
+ui.composerForm.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  sendCurrent();
+  ui.composer.focus();
+});
+
+ui.composer.addEventListener("keydown", (ev) => {
+  if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) {
+    ev.preventDefault();
+    sendCurrent();
+  }
+});
+ui.composer.addEventListener("input", onComposerInput);
+ui.composer.addEventListener("blur", stopTyping);
+
+// Re-render relative timestamps (today vs. another day) after midnight, cheaply.
+setInterval(() => {
+  for (const li of ui.list.querySelectorAll(".message time[datetime]")) {
+    li.textContent = formatTime(Date.parse(li.dateTime));
+  }
+}, 5 * 60 * 1000);
+
+// ---------------------------------------------------------------------------
+// Start
+
+setConn("offline");
+const savedName = localStorage.getItem(NAME_KEY);
+if (savedName) {
+  ui.nameInput.value = savedName;
+  login(savedName, sessionStorage.getItem(KEY_KEY) ?? "");
+} else {
+  showLogin();
+}
