@@ -9,11 +9,13 @@
 //!
 //! Each node (gateway) receives the events of the topics it subscribed to on one
 //! [`EventReceiver`], in publish order per topic. [`memory`] implements both
-//! interfaces in one process (the embedded default); the Redis implementation
-//! (cluster mode) sits beside it. [`conformance`] is the test suite both must pass.
+//! interfaces in one process (the embedded default); [`redis_backend`] implements
+//! them on Redis (cluster mode: several gateways share one Redis). [`conformance`]
+//! is the test suite both must pass.
 
 pub mod conformance;
 pub mod memory;
+pub mod redis_backend;
 mod types;
 
 pub use types::*;

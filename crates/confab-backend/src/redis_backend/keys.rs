@@ -1,0 +1,150 @@
+//! Every Redis key and pub/sub channel name the Redis backend uses, in one place,
+//! so the layout is documented once and the reader can map a channel back to its
+//! [`Topic`].
+//!
+//! Names carry a `{…}` hash tag around the room or user so that, on a Redis Cluster,
+//! a room's stream and channel would share a slot. (The presence and DM scripts
+//! touch keys of several tags, so the backend targets a single Redis for now.)
+
+use crate::{dm_pair, Topic};
+
+/// Key and channel names under one prefix (default `confab`).
+#[derive(Debug, Clone)]
+pub(crate) struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub(crate) fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Stream of a room's messages: `confab:room:{<room>}:log`.
+    pub(crate) fn room_log(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:log", self.prefix)
+    }
+
+    /// Pub/sub channel of a room (messages and signals): `confab:room:{<room>}`.
+    pub(crate) fn room_channel(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}", self.prefix)
+    }
+
+    /// Stream of a DM conversation: `confab:dm:{<a>:<b>}:log` with `a <= b`.
+    pub(crate) fn dm_log(&self, a: &str, b: &str) -> String {
+        let (a, b) = dm_pair(a, b);
+        format!("{}:dm:{{{a}:{b}}}:log", self.prefix)
+    }
+
+    /// Pub/sub channel of a user (DMs from and to them): `confab:user:{<name>}`.
+    pub(crate) fn user_channel(&self, user: &str) -> String {
+        format!("{}:user:{{{user}}}", self.prefix)
+    }
+
+    /// Sorted set of the user's DM peers, scored by the ms of the latest DM with
+    /// each: `confab:user:{<name>}:peers`. Lets a node that lost its pub/sub
+    /// connection find the conversations to catch up.
+    pub(crate) fn user_peers(&self, user: &str) -> String {
+        format!("{}:user:{{{user}}}:peers", self.prefix)
+    }
+
+    /// Hash member → connection count of a room: `confab:presence:room:{<room>}`.
+    /// (The reap script builds this name itself from the prefix: keep in sync.)
+    pub(crate) fn presence_room(&self, room: &str) -> String {
+        format!("{}:presence:room:{{{room}}}", self.prefix)
+    }
+
+    /// Sorted set (all scores 0, so ordered by name) of a presence hash's fields.
+    pub(crate) fn names(hash: &str) -> String {
+        format!("{hash}:names")
+    }
+
+    /// Hash user → connection count of online users: `confab:presence:online`.
+    pub(crate) fn presence_online(&self) -> String {
+        format!("{}:presence:online", self.prefix)
+    }
+
+    /// Sorted set room → minus its member count: `confab:presence:rooms` (negative
+    /// so that ZRANGE gives most members first, ties by name ascending).
+    pub(crate) fn presence_rooms(&self) -> String {
+        format!("{}:presence:rooms", self.prefix)
+    }
+
+    /// Heartbeat key of a gateway, with a TTL: `confab:gw:<id>`.
+    pub(crate) fn gateway(&self, id: &str) -> String {
+        format!("{}:gw:{id}", self.prefix)
+    }
+
+    /// Hash of the presence a gateway added: `confab:gw:<id>:conns`, fields
+    /// [`conn_room_field`] and [`conn_online_field`] → count.
+    pub(crate) fn gateway_conns(&self, id: &str) -> String {
+        format!("{}:gw:{id}:conns", self.prefix)
+    }
+
+    /// Set of known gateway ids: `confab:gateways`.
+    pub(crate) fn gateways(&self) -> String {
+        format!("{}:gateways", self.prefix)
+    }
+
+    /// Lock so that one node at a time reaps: `confab:reaper:lock`.
+    pub(crate) fn reaper_lock(&self) -> String {
+        format!("{}:reaper:lock", self.prefix)
+    }
+
+    /// The channel a topic is delivered on.
+    pub(crate) fn channel(&self, topic: &Topic) -> String {
+        match topic {
+            Topic::Room(room) => self.room_channel(room),
+            Topic::User(user) => self.user_channel(user),
+        }
+    }
+
+    /// The topic of a channel name produced by [`Keys::channel`].
+    pub(crate) fn topic_of(&self, channel: &str) -> Option<Topic> {
+        let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(':')?;
+        if let Some(room) = rest.strip_prefix("room:{") {
+            return Some(Topic::Room(room.strip_suffix('}')?.to_owned()));
+        }
+        if let Some(user) = rest.strip_prefix("user:{") {
+            return Some(Topic::User(user.strip_suffix('}')?.to_owned()));
+        }
+        None
+    }
+}
+
+/// Field of a gateway's conns hash for a (room, user) membership. Names and rooms
+/// never contain NUL (see `confab_core::validate`). The reap script parses it.
+pub(crate) fn conn_room_field(room: &str, user: &str) -> String {
+    format!("r:{room}\0{user}")
+}
+
+/// Field of a gateway's conns hash for an online user. The reap script parses it.
+pub(crate) fn conn_online_field(user: &str) -> String {
+    format!("u:{user}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_round_trip() {
+        let k = Keys::new("confab");
+        for t in [
+            Topic::Room("general".into()),
+            Topic::User("Zoë".into()),
+            Topic::User("a}b".into()),
+        ] {
+            assert_eq!(k.topic_of(&k.channel(&t)), Some(t));
+        }
+        assert_eq!(k.topic_of("other:room:{x}"), None);
+        assert_eq!(k.topic_of("confab:room:{x}:log"), None);
+        assert_eq!(k.room_log("r"), "confab:room:{r}:log");
+        assert_eq!(k.dm_log("bob", "alice"), "confab:dm:{alice:bob}:log");
+    }
+}

@@ -1,0 +1,748 @@
+//! The Redis backend (cluster mode): several gateways share one Redis for history,
+//! fan-out and presence. [`RedisNode`] is one gateway's handle and implements both
+//! [`Broker`] and [`Presence`], so it passes the same conformance suite as the
+//! in-memory backend.
+//!
+//! - **History**: one stream per room (`confab:room:{<room>}:log`) and per DM pair
+//!   (`confab:dm:{<a>:<b>}:log`, `a <= b`); the entry id is the message id, `ts` its
+//!   millisecond part, the body msgpack (see `codec.rs`). `XADD MAXLEN ~ retention`.
+//! - **Publish**: one Lua script appends and publishes (see `scripts.rs`), so pub/sub
+//!   order is stream order and nothing is published without being stored.
+//! - **Subscriptions**: one dedicated pub/sub connection per node; its reader task
+//!   decodes each frame once and sends one [`BusEvent`](crate::BusEvent) to the
+//!   node's receiver. On connection loss it reconnects with backoff, re-subscribes
+//!   every topic and catches up from the streams, without gap or duplicate (see
+//!   `subscriber.rs`).
+//! - **Presence**: counted hashes kept by Lua scripts, plus per-gateway bookkeeping
+//!   and a heartbeat, so that a reaper on any node can undo a dead gateway's presence
+//!   exactly and announce who left (see `gateway.rs`).
+//!
+//! Every command is bounded by [`RedisConfig::command_timeout`] and fails with
+//! [`BackendError::Unavailable`] when Redis is down or slow; nothing hangs.
+
+mod codec;
+mod gateway;
+mod keys;
+mod scripts;
+mod subscriber;
+
+use crate::{
+    BackendError, Broker, EventReceiver, HistoryPage, HistoryQuery, NewDm, NewMessage, Presence,
+    Signal, Topic,
+};
+use async_trait::async_trait;
+use codec::{as_array, as_i64, as_id, as_string, encode, entries, pool_err, redis_err, Entry};
+use confab_core::protocol::{RoomEntry, UserEntry};
+use confab_core::{DirectMessage, Message, MessageId};
+use deadpool_redis::{Pool, Runtime};
+use keys::{conn_online_field, conn_room_field, Keys};
+use redis::aio::PubSubSink;
+use redis::{AsyncConnectionConfig, FromRedisValue, ScriptInvocation, Value};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use subscriber::Cursors;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Settings of a [`RedisNode`].
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// Entries kept per room and per conversation (`XADD MAXLEN ~`, so Redis may
+    /// keep somewhat more).
+    pub history_retention: usize,
+    /// Bound on every Redis command (pool wait, connect, response).
+    pub command_timeout: Duration,
+    /// How often this gateway refreshes its heartbeat key.
+    pub heartbeat_interval: Duration,
+    /// TTL of the heartbeat key: a gateway silent this long is reaped.
+    pub heartbeat_ttl: Duration,
+    /// How often each node tries to reap dead gateways (one at a time, by lock).
+    pub reap_interval: Duration,
+    /// How often the pub/sub connection is PINGed (and the catch-up floor advanced).
+    pub health_interval: Duration,
+    /// First delay before reconnecting the pub/sub connection; doubles per failure.
+    pub reconnect_backoff_min: Duration,
+    /// Longest delay between pub/sub reconnection attempts.
+    pub reconnect_backoff_max: Duration,
+    /// Prefix of every key and channel.
+    pub key_prefix: String,
+    /// This gateway's id (random when `None`).
+    pub gateway_id: Option<String>,
+    /// Connections in the command pool.
+    pub pool_size: usize,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            history_retention: 10_000,
+            command_timeout: Duration::from_secs(2),
+            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_ttl: Duration::from_secs(15),
+            reap_interval: Duration::from_secs(5),
+            health_interval: Duration::from_secs(1),
+            reconnect_backoff_min: Duration::from_millis(100),
+            reconnect_backoff_max: Duration::from_secs(2),
+            key_prefix: "confab".into(),
+            gateway_id: None,
+            pool_size: 16,
+        }
+    }
+}
+
+/// Counters of a node's pub/sub recovery, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RedisStats {
+    /// Times the pub/sub connection was re-established (and re-subscribed).
+    pub reconnects: u64,
+    /// Events delivered from the streams by catch-up after a reconnect.
+    pub caught_up: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    reconnects: AtomicU64,
+    caught_up: AtomicU64,
+}
+
+/// State shared by a node and its background tasks (reader, heartbeat, reaper).
+pub(crate) struct Shared {
+    cfg: RedisConfig,
+    gateway_id: String,
+    keys: Keys,
+    pool: Pool,
+    client: redis::Client,
+    events: crate::EventSender,
+    /// Subscribed topics and delivery cursors (short, synchronous critical sections).
+    cursors: parking_lot::Mutex<Cursors>,
+    /// The live pub/sub connection's sink; `None` while disconnected. Held across
+    /// (bounded) awaits to serialise subscribe, unsubscribe and re-subscription.
+    sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    /// The pub/sub connection is up and re-subscribed.
+    connected: AtomicBool,
+    stats: Counters,
+    /// The heartbeat ran at least once.
+    beaten: AtomicBool,
+    cancel: CancellationToken,
+}
+
+impl Shared {
+    /// Run `fut` bounded by the command timeout.
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        match tokio::time::timeout(self.cfg.command_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Unavailable(format!(
+                "redis did not answer within {:?}",
+                self.cfg.command_timeout
+            ))),
+        }
+    }
+
+    async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BackendError> {
+        self.bounded(async {
+            let mut conn = self.pool.get().await.map_err(pool_err)?;
+            cmd.query_async(&mut conn).await.map_err(redis_err)
+        })
+        .await
+    }
+
+    async fn query_pipe<T: FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, BackendError> {
+        self.bounded(async {
+            let mut conn = self.pool.get().await.map_err(pool_err)?;
+            pipe.query_async(&mut conn).await.map_err(redis_err)
+        })
+        .await
+    }
+
+    async fn invoke<T: FromRedisValue>(
+        &self,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T, BackendError> {
+        self.bounded(async {
+            let mut conn = self.pool.get().await.map_err(pool_err)?;
+            inv.invoke_async(&mut conn).await.map_err(redis_err)
+        })
+        .await
+    }
+
+    /// Redis's clock, in ms (stream ids come from it).
+    async fn server_time_ms(&self) -> Result<u64, BackendError> {
+        let (secs, micros): (u64, u64) = self.query(&redis::cmd("TIME")).await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    async fn ping(&self) -> Result<(), BackendError> {
+        self.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
+    }
+
+    fn retention(&self) -> usize {
+        self.cfg.history_retention.max(1)
+    }
+
+    /// A page of a stream, with the memory backend's semantics.
+    async fn read_page(
+        &self,
+        key: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage<Entry>, BackendError> {
+        // COUNT limit + 1 tells whether more exist; keep the number sane.
+        let count = |limit: usize| limit.min(1 << 40) + 1;
+        let page = |mut newest_first: Vec<Entry>, limit: usize, older: bool, dropped: bool| {
+            let over = newest_first.len() > limit;
+            newest_first.truncate(limit);
+            newest_first.reverse();
+            HistoryPage {
+                items: newest_first,
+                has_more: over || older,
+                truncated: dropped,
+            }
+        };
+        match query {
+            HistoryQuery::Latest { limit } => {
+                let v: Value = self
+                    .query(
+                        redis::cmd("XREVRANGE")
+                            .arg(key)
+                            .arg("+")
+                            .arg("-")
+                            .arg("COUNT")
+                            .arg(count(limit)),
+                    )
+                    .await?;
+                Ok(page(entries(v)?, limit, false, false))
+            }
+            HistoryQuery::Before { id, limit } => {
+                if id == MessageId::ZERO {
+                    return Ok(empty_page());
+                }
+                let v: Value = self
+                    .query(
+                        redis::cmd("XREVRANGE")
+                            .arg(key)
+                            .arg(format!("({id}"))
+                            .arg("-")
+                            .arg("COUNT")
+                            .arg(count(limit)),
+                    )
+                    .await?;
+                Ok(page(entries(v)?, limit, false, false))
+            }
+            HistoryQuery::After { id, limit } => {
+                if id == MessageId::MAX {
+                    let any: Value = self
+                        .query(
+                            redis::cmd("XREVRANGE")
+                                .arg(key)
+                                .arg("+")
+                                .arg("-")
+                                .arg("COUNT")
+                                .arg(1),
+                        )
+                        .await?;
+                    return Ok(HistoryPage {
+                        has_more: !entries(any)?.is_empty(),
+                        ..empty_page()
+                    });
+                }
+                let mut inv = scripts::HISTORY_AFTER.prepare_invoke();
+                inv.key(key)
+                    .arg(format!("({id}"))
+                    .arg(id.to_string())
+                    .arg(count(limit));
+                let v: Value = self.invoke(&inv).await?;
+                let mut parts = as_array(v, "history after")?.into_iter();
+                let (Some(newer), Some(older), Some(max_deleted), Some(dropped), Some(first)) = (
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                ) else {
+                    return Err(BackendError::Internal("short history reply".into()));
+                };
+                let newer = entries(newer)?;
+                let older = as_i64(&older, "older count")? > 0;
+                // Entries newer than `id` were dropped: deleted ones (XDEL), or trimmed
+                // ones, which all precede the first entry kept. (When `id` is exactly
+                // the newest trimmed entry this says truncated although nothing after
+                // it is missing: Redis does not record that id. Never the reverse.)
+                let dropped = as_id(&max_deleted, "max-deleted-entry-id")? > id
+                    || (as_i64(&dropped, "dropped count")? > 0
+                        && id < as_id(&first, "recorded-first-entry-id")?);
+                let over = newer.len() > limit;
+                let mut p = page(newer, limit, older, false);
+                p.truncated = over || dropped;
+                Ok(p)
+            }
+        }
+    }
+
+    /// Entries strictly after `after`, oldest first, at most `count`.
+    async fn range_after(
+        &self,
+        key: &str,
+        after: MessageId,
+        count: usize,
+    ) -> Result<Vec<Entry>, BackendError> {
+        if after == MessageId::MAX {
+            return Ok(Vec::new());
+        }
+        let v: Value = self
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(format!("({after}"))
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count),
+            )
+            .await?;
+        entries(v)
+    }
+
+    async fn presence_add(
+        &self,
+        hash: &str,
+        user: &str,
+        field: &str,
+        room: Option<&str>,
+    ) -> Result<u64, BackendError> {
+        self.presence_change(&scripts::PRESENCE_ADD, hash, user, field, room)
+            .await
+    }
+
+    async fn presence_remove(
+        &self,
+        hash: &str,
+        user: &str,
+        field: &str,
+        room: Option<&str>,
+    ) -> Result<u64, BackendError> {
+        self.presence_change(&scripts::PRESENCE_REMOVE, hash, user, field, room)
+            .await
+    }
+
+    async fn presence_change(
+        &self,
+        script: &redis::Script,
+        hash: &str,
+        user: &str,
+        field: &str,
+        room: Option<&str>,
+    ) -> Result<u64, BackendError> {
+        let mut inv = script.prepare_invoke();
+        inv.key(hash)
+            .key(Keys::names(hash))
+            .key(self.keys.gateway_conns(&self.gateway_id))
+            .arg(user)
+            .arg(field);
+        if let Some(room) = room {
+            inv.key(self.keys.presence_rooms()).arg(room);
+        }
+        let n: i64 = self.invoke(&inv).await?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn presence_read(
+        &self,
+        hash: &str,
+        limit: usize,
+    ) -> Result<(Vec<UserEntry>, u64), BackendError> {
+        let mut inv = scripts::PRESENCE_READ.prepare_invoke();
+        inv.key(hash).key(Keys::names(hash)).arg(limit.min(1 << 40));
+        let v: Value = self.invoke(&inv).await?;
+        let mut items = as_array(v, "presence read")?.into_iter();
+        let total = items
+            .next()
+            .map(|t| as_i64(&t, "presence total"))
+            .transpose()?
+            .unwrap_or(0);
+        let rest: Vec<Value> = items.collect();
+        let mut users = Vec::with_capacity(rest.len() / 2);
+        for pair in rest.chunks(2) {
+            let [name, count] = pair else {
+                return Err(BackendError::Internal("odd presence reply".into()));
+            };
+            users.push(UserEntry {
+                name: as_string(name, "presence name")?,
+                connections: as_i64(count, "presence count")?.max(0) as u64,
+            });
+        }
+        Ok((users, total.max(0) as u64))
+    }
+}
+
+fn empty_page<T>() -> HistoryPage<T> {
+    HistoryPage {
+        items: Vec::new(),
+        has_more: false,
+        truncated: false,
+    }
+}
+
+fn decode_page<T>(
+    page: HistoryPage<Entry>,
+    mut f: impl FnMut(MessageId, &[u8]) -> Result<T, BackendError>,
+) -> Result<HistoryPage<T>, BackendError> {
+    Ok(HistoryPage {
+        items: page
+            .items
+            .iter()
+            .map(|(id, body)| f(*id, body))
+            .collect::<Result<_, _>>()?,
+        has_more: page.has_more,
+        truncated: page.truncated,
+    })
+}
+
+/// A random gateway id (64 bits from the std hasher's random keys, clock and pid).
+fn random_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(crate::now_ms());
+    h.write_u32(std::process::id());
+    format!("{:016x}", h.finish())
+}
+
+/// One gateway's handle on a Redis-backed cluster.
+///
+/// Background tasks (pub/sub reader, heartbeat, reaper) stop when the node is
+/// dropped or on [`RedisNode::shutdown`]. Dropping without `shutdown` leaves this
+/// gateway's presence in Redis until the reaper of another node removes it (after
+/// the heartbeat TTL), exactly as a crash would.
+pub struct RedisNode {
+    shared: Arc<Shared>,
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.shared.cancel.cancel();
+    }
+}
+
+impl RedisNode {
+    /// Connect to Redis at `url` (e.g. `redis://127.0.0.1:6379/`), open this node's
+    /// pub/sub connection, register the gateway and start the background tasks.
+    /// Fails with [`BackendError::Unavailable`] if Redis cannot be reached now, and
+    /// [`BackendError::Internal`] for a bad URL. Must be called inside a tokio runtime.
+    pub async fn connect(
+        url: &str,
+        config: RedisConfig,
+    ) -> Result<(Arc<RedisNode>, EventReceiver), BackendError> {
+        let bad_url =
+            |e: redis::RedisError| BackendError::Internal(format!("redis url {url:?}: {e}"));
+        let client = redis::Client::open(url).map_err(bad_url)?;
+        let t = Some(config.command_timeout);
+        let conn_config = AsyncConnectionConfig::new()
+            .set_connection_timeout(t)
+            .set_response_timeout(t);
+        let manager =
+            deadpool_redis::Manager::new_with_config(url, conn_config).map_err(bad_url)?;
+        let pool = Pool::builder(manager)
+            .max_size(config.pool_size.max(1))
+            .wait_timeout(t)
+            .create_timeout(t)
+            .recycle_timeout(t)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| BackendError::Internal(format!("redis pool: {e}")))?;
+        let gateway_id = config.gateway_id.clone().unwrap_or_else(random_id);
+        if config.heartbeat_ttl <= config.heartbeat_interval {
+            tracing::warn!(
+                "heartbeat_ttl {:?} <= heartbeat_interval {:?}: live gateways will be reaped",
+                config.heartbeat_ttl,
+                config.heartbeat_interval
+            );
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            keys: Keys::new(&config.key_prefix),
+            cfg: config,
+            gateway_id,
+            pool,
+            client,
+            events: tx,
+            cursors: parking_lot::Mutex::new(Cursors::default()),
+            sink: tokio::sync::Mutex::new(None),
+            connected: AtomicBool::new(false),
+            beaten: AtomicBool::new(false),
+            stats: Counters::default(),
+            cancel: CancellationToken::new(),
+        });
+        let (sink, stream) = shared.open_pubsub().await?.split();
+        *shared.sink.lock().await = Some(sink.clone());
+        shared.connected.store(true, Ordering::SeqCst);
+        shared.beat().await?;
+        tokio::spawn(subscriber::run_reader(shared.clone(), Some((sink, stream))));
+        tokio::spawn(gateway::run_heartbeat(shared.clone()));
+        tokio::spawn(gateway::run_reaper(shared.clone()));
+        tracing::info!(gateway = %shared.gateway_id, "redis backend connected");
+        Ok((Arc::new(RedisNode { shared }), rx))
+    }
+
+    /// This gateway's id (key `confab:gw:<id>`).
+    pub fn gateway_id(&self) -> &str {
+        &self.shared.gateway_id
+    }
+
+    /// Graceful stop: stop the background tasks (no more events are delivered), undo
+    /// this gateway's presence, publish the resulting `left` signals and unregister.
+    pub async fn shutdown(&self) -> Result<(), BackendError> {
+        self.shared.cancel.cancel();
+        self.shared.connected.store(false, Ordering::SeqCst);
+        let left = self.shared.reap(&self.shared.gateway_id, true).await?;
+        self.shared.announce_left(left).await;
+        self.shared
+            .query::<Value>(
+                redis::cmd("DEL").arg(self.shared.keys.gateway(&self.shared.gateway_id)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Test hook: stop the background tasks *without* undoing presence, as if the
+    /// process had crashed. The heartbeat lapses and another node reaps this
+    /// gateway's presence after the TTL.
+    pub fn abandon(&self) {
+        self.shared.cancel.cancel();
+        self.shared.connected.store(false, Ordering::SeqCst);
+    }
+
+    /// Pub/sub recovery counters.
+    pub fn stats(&self) -> RedisStats {
+        RedisStats {
+            reconnects: self.shared.stats.reconnects.load(Ordering::Relaxed),
+            caught_up: self.shared.stats.caught_up.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Run one reaper pass now (normally done every `reap_interval`). Returns how
+    /// many dead gateways were reaped (0 if another node holds the reaper lock).
+    pub async fn reap_now(&self) -> Result<usize, BackendError> {
+        self.shared.reap_dead().await
+    }
+}
+
+#[async_trait]
+impl Broker for RedisNode {
+    async fn publish_message(&self, draft: NewMessage) -> Result<Message, BackendError> {
+        let s = &self.shared;
+        let NewMessage {
+            room,
+            from,
+            text,
+            client_id,
+        } = draft;
+        let stored = codec::StoredMessage {
+            from,
+            text,
+            client_id,
+        };
+        let mut inv = scripts::PUBLISH_MESSAGE.prepare_invoke();
+        inv.key(s.keys.room_log(&room))
+            .arg(s.retention())
+            .arg(encode(&stored)?)
+            .arg(s.keys.room_channel(&room));
+        let id: Value = s.invoke(&inv).await?;
+        Ok(stored.into_message(&room, as_id(&id, "message id")?))
+    }
+
+    async fn publish_dm(&self, draft: NewDm) -> Result<DirectMessage, BackendError> {
+        let s = &self.shared;
+        let stored = codec::StoredDm {
+            from: draft.from,
+            to: draft.to,
+            text: draft.text,
+            client_id: draft.client_id,
+        };
+        let mut inv = scripts::PUBLISH_DM.prepare_invoke();
+        inv.key(s.keys.dm_log(&stored.from, &stored.to))
+            .key(s.keys.user_peers(&stored.from))
+            .key(s.keys.user_peers(&stored.to))
+            .arg(s.retention())
+            .arg(encode(&stored)?)
+            .arg(s.keys.user_channel(&stored.from))
+            .arg(s.keys.user_channel(&stored.to))
+            .arg(&stored.from)
+            .arg(&stored.to);
+        let id: Value = s.invoke(&inv).await?;
+        Ok(stored.into_dm(as_id(&id, "dm id")?))
+    }
+
+    async fn publish_signal(&self, room: &str, signal: Signal) -> Result<(), BackendError> {
+        self.shared.publish_signal(room, &signal).await
+    }
+
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BackendError> {
+        self.shared.subscribe(topic).await
+    }
+
+    async fn unsubscribe(&self, topic: &Topic) -> Result<(), BackendError> {
+        self.shared.unsubscribe(topic).await
+    }
+
+    async fn room_history(
+        &self,
+        room: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage<Message>, BackendError> {
+        let page = self
+            .shared
+            .read_page(&self.shared.keys.room_log(room), query)
+            .await?;
+        decode_page(page, |id, body| {
+            Ok(codec::decode::<codec::StoredMessage>(body)?.into_message(room, id))
+        })
+    }
+
+    async fn dm_history(
+        &self,
+        a: &str,
+        b: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage<DirectMessage>, BackendError> {
+        let page = self
+            .shared
+            .read_page(&self.shared.keys.dm_log(a, b), query)
+            .await?;
+        decode_page(page, |id, body| {
+            Ok(codec::decode::<codec::StoredDm>(body)?.into_dm(id))
+        })
+    }
+
+    async fn ready(&self) -> bool {
+        self.shared.connected.load(Ordering::SeqCst)
+            && !self.shared.cancel.is_cancelled()
+            && self.shared.ping().await.is_ok()
+    }
+}
+
+#[async_trait]
+impl Presence for RedisNode {
+    async fn connect(&self, user: &str) -> Result<u64, BackendError> {
+        let s = &self.shared;
+        s.presence_add(
+            &s.keys.presence_online(),
+            user,
+            &conn_online_field(user),
+            None,
+        )
+        .await
+    }
+
+    async fn disconnect(&self, user: &str) -> Result<u64, BackendError> {
+        let s = &self.shared;
+        s.presence_remove(
+            &s.keys.presence_online(),
+            user,
+            &conn_online_field(user),
+            None,
+        )
+        .await
+    }
+
+    async fn join(&self, room: &str, user: &str) -> Result<u64, BackendError> {
+        let s = &self.shared;
+        s.presence_add(
+            &s.keys.presence_room(room),
+            user,
+            &conn_room_field(room, user),
+            Some(room),
+        )
+        .await
+    }
+
+    async fn leave(&self, room: &str, user: &str) -> Result<u64, BackendError> {
+        let s = &self.shared;
+        s.presence_remove(
+            &s.keys.presence_room(room),
+            user,
+            &conn_room_field(room, user),
+            Some(room),
+        )
+        .await
+    }
+
+    async fn room_members(
+        &self,
+        room: &str,
+        limit: usize,
+    ) -> Result<(Vec<UserEntry>, u64), BackendError> {
+        self.shared
+            .presence_read(&self.shared.keys.presence_room(room), limit)
+            .await
+    }
+
+    async fn online_users(&self, limit: usize) -> Result<(Vec<UserEntry>, u64), BackendError> {
+        self.shared
+            .presence_read(&self.shared.keys.presence_online(), limit)
+            .await
+    }
+
+    async fn connections(&self, user: &str) -> Result<u64, BackendError> {
+        let n: Option<i64> = self
+            .shared
+            .query(
+                redis::cmd("HGET")
+                    .arg(self.shared.keys.presence_online())
+                    .arg(user),
+            )
+            .await?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
+    async fn rooms(&self, limit: usize) -> Result<Vec<RoomEntry>, BackendError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let v: Value = self
+            .shared
+            .query(
+                redis::cmd("ZRANGE")
+                    .arg(self.shared.keys.presence_rooms())
+                    .arg(0)
+                    .arg(limit.min(1 << 40) - 1)
+                    .arg("WITHSCORES"),
+            )
+            .await?;
+        // RESP2: flat [room, score, ...]; RESP3: [[room, score], ...].
+        let mut items = Vec::new();
+        for item in as_array(v, "rooms")? {
+            match item {
+                Value::Array(pair) => items.extend(pair),
+                other => items.push(other),
+            }
+        }
+        let mut rooms = Vec::with_capacity(items.len() / 2);
+        for pair in items.chunks(2) {
+            let [room, score] = pair else {
+                return Err(BackendError::Internal("odd rooms reply".into()));
+            };
+            rooms.push(RoomEntry {
+                room: as_string(room, "room name")?,
+                members: (-as_i64(score, "room score")?).max(0) as u64,
+            });
+        }
+        Ok(rooms)
+    }
+
+    async fn room_sizes(&self, rooms: &[String]) -> Result<Vec<u64>, BackendError> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for room in rooms {
+            pipe.cmd("HLEN").arg(self.shared.keys.presence_room(room));
+        }
+        let sizes: Vec<i64> = self.shared.query_pipe(&pipe).await?;
+        Ok(sizes.into_iter().map(|n| n.max(0) as u64).collect())
+    }
+}

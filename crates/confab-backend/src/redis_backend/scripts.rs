@@ -1,0 +1,215 @@
+//! The Lua scripts of the Redis backend: each multi-key change (append + publish,
+//! presence counts, reaping a dead gateway) and each history read that must see one
+//! consistent stream runs as one script, which Redis executes atomically.
+//!
+//! `redis::Script` sends `EVALSHA` and falls back to loading the script on
+//! `NOSCRIPT`, so a restarted Redis needs no special handling.
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// Append a room message and publish its frame on the room channel.
+///
+/// `KEYS[1]` room stream. `ARGV[1]` retention (MAXLEN ~), `ARGV[2]` msgpack body,
+/// `ARGV[3]` room channel. Returns the entry id (= message id). The frame is
+/// `'M' <id> ' ' <body>`; Redis runs scripts one at a time, so the pub/sub order of a
+/// room is its stream order and nothing is published that was not stored.
+pub(crate) static PUBLISH_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'b', ARGV[2])
+redis.call('PUBLISH', ARGV[3], 'M' .. id .. ' ' .. ARGV[2])
+return id
+"#,
+    )
+});
+
+/// Append a DM to its conversation, index the peers, publish to both users.
+///
+/// `KEYS[1]` pair stream, `KEYS[2]` sender's peers zset, `KEYS[3]` recipient's peers zset.
+/// `ARGV[1]` retention, `ARGV[2]` msgpack body, `ARGV[3]` sender channel, `ARGV[4]`
+/// recipient channel, `ARGV[5]` sender, `ARGV[6]` recipient. Returns the entry id. The
+/// frame `'D' <id> ' ' <body>` is published once per distinct channel. Peers whose
+/// latest DM is older than 7 days leave the peers zsets (they only serve catch-up).
+pub(crate) static PUBLISH_DM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'b', ARGV[2])
+local ms = string.match(id, '^(%d+)-')
+redis.call('ZADD', KEYS[2], ms, ARGV[6])
+redis.call('ZADD', KEYS[3], ms, ARGV[5])
+local old = string.format('(%d', tonumber(ms) - 604800000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', old)
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', old)
+local frame = 'D' .. id .. ' ' .. ARGV[2]
+redis.call('PUBLISH', ARGV[4], frame)
+if ARGV[3] ~= ARGV[4] then
+  redis.call('PUBLISH', ARGV[3], frame)
+end
+return id
+"#,
+    )
+});
+
+/// The `After` page of a stream, with what is needed for `has_more`/`truncated`.
+///
+/// `KEYS[1]` stream. `ARGV[1]` `(<id>`, `ARGV[2]` `<id>`, `ARGV[3]` limit + 1.
+/// Returns `{newer entries (newest first, at most limit + 1), number of entries
+/// <= id (0 or 1), max-deleted-entry-id, entries dropped (entries-added - length),
+/// recorded-first-entry-id}`. Redis 7.0 updates `max-deleted-entry-id` on XDEL
+/// only, not when `MAXLEN` trims, hence the other two.
+pub(crate) static HISTORY_AFTER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local newer = redis.call('XREVRANGE', KEYS[1], '+', ARGV[1], 'COUNT', ARGV[3])
+local older = redis.call('XREVRANGE', KEYS[1], ARGV[2], '-', 'COUNT', 1)
+local maxdel, dropped, first = '0-0', 0, '0-0'
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  local f = {}
+  for i = 1, #info, 2 do
+    f[info[i]] = info[i + 1]
+  end
+  maxdel = f['max-deleted-entry-id'] or '0-0'
+  dropped = (tonumber(f['entries-added']) or 0) - (tonumber(f['length']) or 0)
+  first = f['recorded-first-entry-id'] or '0-0'
+end
+return {newer, #older, maxdel, dropped, first}
+"#,
+    )
+});
+
+/// One more connection of a user (online, or in a room).
+///
+/// `KEYS[1]` presence hash, `KEYS[2]` its names zset, `KEYS[3]` this gateway's conns
+/// hash, `KEYS[4]` (rooms only) the rooms zset. `ARGV[1]` user, `ARGV[2]` conns field,
+/// `ARGV[3]` (rooms only) room. Returns the user's count after.
+pub(crate) static PRESENCE_ADD: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+if n == 1 then
+  redis.call('ZADD', KEYS[2], 0, ARGV[1])
+end
+redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+if KEYS[4] then
+  redis.call('ZADD', KEYS[4], -redis.call('HLEN', KEYS[1]), ARGV[3])
+end
+return n
+"#,
+    )
+});
+
+/// One connection fewer; same KEYS/ARGV as [`PRESENCE_ADD`]. Saturates at 0 (never
+/// negative), deletes fields at 0, keeps the names and rooms zsets in step.
+/// Returns the user's count after.
+pub(crate) static PRESENCE_REMOVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local m = redis.call('HINCRBY', KEYS[3], ARGV[2], -1)
+if m <= 0 then
+  redis.call('HDEL', KEYS[3], ARGV[2])
+end
+local n = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if n > 1 then
+  return redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+end
+if n == 1 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  if KEYS[4] then
+    local len = redis.call('HLEN', KEYS[1])
+    if len > 0 then
+      redis.call('ZADD', KEYS[4], -len, ARGV[3])
+    else
+      redis.call('ZREM', KEYS[4], ARGV[3])
+    end
+  end
+end
+return 0
+"#,
+    )
+});
+
+/// A consistent page of a presence hash, by name.
+///
+/// `KEYS[1]` presence hash, `KEYS[2]` its names zset. `ARGV[1]` limit. Returns
+/// `{total, name1, count1, name2, count2, ...}`.
+pub(crate) static PRESENCE_READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local out = {redis.call('ZCARD', KEYS[2])}
+local limit = tonumber(ARGV[1])
+if limit > 0 then
+  local names = redis.call('ZRANGE', KEYS[2], 0, limit - 1)
+  for _, name in ipairs(names) do
+    out[#out + 1] = name
+    out[#out + 1] = redis.call('HGET', KEYS[1], name) or '0'
+  end
+end
+return out
+"#,
+    )
+});
+
+/// Undo the presence a gateway added, exactly, and forget the gateway.
+///
+/// `KEYS[1]` the gateway's conns hash, `KEYS[2]` gateways set, `KEYS[3]` its heartbeat
+/// key, `KEYS[4]` online hash, `KEYS[5]` rooms zset. `ARGV[1]` key prefix, `ARGV[2]`
+/// gateway id, `ARGV[3]` `1` to undo even if the heartbeat is alive (own shutdown).
+/// Returns `{room1, user1, room2, user2, ...}`: the memberships whose count dropped
+/// to 0. Room presence keys are built from the prefix (single-Redis only), as in
+/// `Keys::presence_room`.
+pub(crate) static REAP_GATEWAY: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if ARGV[3] ~= '1' and redis.call('EXISTS', KEYS[3]) == 1 then
+  return {}
+end
+local function sub(hash, user, count)
+  local n = tonumber(redis.call('HGET', hash, user) or '0')
+  if n <= 0 then
+    return false
+  end
+  if n > count then
+    redis.call('HINCRBY', hash, user, -count)
+    return false
+  end
+  redis.call('HDEL', hash, user)
+  redis.call('ZREM', hash .. ':names', user)
+  return true
+end
+local left = {}
+local conns = redis.call('HGETALL', KEYS[1])
+for i = 1, #conns, 2 do
+  local field, count = conns[i], tonumber(conns[i + 1])
+  local kind = string.sub(field, 1, 2)
+  if count and count > 0 then
+    if kind == 'u:' then
+      sub(KEYS[4], string.sub(field, 3), count)
+    elseif kind == 'r:' then
+      local sep = string.find(field, '\0', 3, true)
+      if sep then
+        local room = string.sub(field, 3, sep - 1)
+        local user = string.sub(field, sep + 1)
+        local hash = ARGV[1] .. ':presence:room:{' .. room .. '}'
+        if sub(hash, user, count) then
+          left[#left + 1] = room
+          left[#left + 1] = user
+          local len = redis.call('HLEN', hash)
+          if len > 0 then
+            redis.call('ZADD', KEYS[5], -len, room)
+          else
+            redis.call('ZREM', KEYS[5], room)
+          end
+        end
+      end
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+return left
+"#,
+    )
+});
