@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: run build test test-rust test-node test-browser lint fmt bench cluster check-deploy clean
+.PHONY: run build test test-rust test-node test-node-redis test-cluster test-browser lint fmt bench cluster check-deploy clean
 
 ## Run the server with the embedded backend and the web UI on http://$(BIND)/
 run:
@@ -18,13 +18,21 @@ build:
 ## Every test: Rust unit/conformance/integration, socket.io-client suite, browser test
 test: build
 	scripts/deps.sh test
-	$(MAKE) check-deploy test-rust test-node test-browser
+	$(MAKE) check-deploy test-rust test-node test-node-redis test-cluster test-browser
 
 test-rust:
 	$(CARGO) test --workspace
 
 test-node:
 	node --test --test-concurrency=1 tests/node/
+
+## The same socket.io-client suite against a gateway in cluster mode (own redis-server)
+test-node-redis:
+	scripts/test-node-redis.sh
+
+## Real cluster: redis-server, three gateways, nginx (tests/cluster/)
+test-cluster:
+	node --test --test-concurrency=1 tests/cluster/
 
 test-browser:
 	node --test tests/browser/

@@ -40,7 +40,10 @@ test("--resume-max 5: since with more than 5 newer messages → truncated, lates
   assert.deepEqual(hole, { ok: true, room, messages: sent.slice(0, 2), hasMore: false });
 });
 
-test("--history-retention 5: since pointing before dropped messages → truncated, retained messages only", T, async () => {
+// Exact retention is the memory backend's; Redis trims approximately (XADD MAXLEN ~,
+// whole stream nodes), which crates/confab-backend/tests/redis.rs covers.
+const onRedis = /--redis/.test(process.env.CONFAB_TEST_ARGS ?? "");
+test("--history-retention 5: since pointing before dropped messages → truncated, retained messages only", { ...T, skip: onRedis && "exact retention is a memory-backend property" }, async () => {
   const room = uroom("ret");
   const a = await retained.connect(uname("ra"));
   await join(a, room);

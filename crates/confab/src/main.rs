@@ -6,6 +6,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use confab_backend::memory::MemoryHub;
+use confab_backend::redis_backend::{RedisConfig, RedisNode};
 use confab_backend::BackendConfig;
 use confab_core::Limits;
 use confab_gateway::{Gateway, GatewayConfig};
@@ -96,6 +97,23 @@ struct ServeArgs {
     /// Longest graceful shutdown, in ms.
     #[arg(long, env = "CONFAB_SHUTDOWN_DEADLINE_MS", default_value_t = 10_000)]
     shutdown_deadline_ms: u64,
+    /// Redis URL: run as one gateway of a cluster sharing this Redis (cluster mode).
+    /// Without it, the embedded in-memory backend is used.
+    #[arg(long = "redis", env = "CONFAB_REDIS_URL")]
+    redis_url: Option<String>,
+    /// This gateway's id in the cluster (default: random).
+    #[arg(long, env = "CONFAB_GATEWAY_ID")]
+    gateway_id: Option<String>,
+    /// A gateway that stops heartbeating for this long is considered dead and its
+    /// users are removed from presence by the others, in ms.
+    #[arg(long, env = "CONFAB_GATEWAY_TTL_MS", default_value_t = 15_000)]
+    gateway_ttl_ms: u64,
+    /// Timeout of each Redis command, in ms (then `unavailable`).
+    #[arg(long, env = "CONFAB_REDIS_TIMEOUT_MS", default_value_t = 2_000)]
+    redis_timeout_ms: u64,
+    /// Redis connections in the command pool.
+    #[arg(long, env = "CONFAB_REDIS_POOL", default_value_t = 16)]
+    redis_pool: usize,
 }
 
 impl ServeArgs {
@@ -178,12 +196,36 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if !config.vendor_dir.exists() {
         tracing::warn!(dir = %config.vendor_dir.display(), "socket.io-client not found (run `npm ci`): the web UI will not connect");
     }
-    let hub = MemoryHub::new(BackendConfig {
-        history_retention: args.history_retention,
-    });
-    let (node, events) = hub.node();
-    tracing::info!("backend: embedded (in-memory)");
-    let gateway = Gateway::new(config, node.clone(), node, events, Some(metrics));
+    let (gateway, redis) = match &args.redis_url {
+        None => {
+            let hub = MemoryHub::new(BackendConfig {
+                history_retention: args.history_retention,
+            });
+            let (node, events) = hub.node();
+            tracing::info!("backend: embedded (in-memory)");
+            let gw = Gateway::new(config, node.clone(), node, events, Some(metrics));
+            (gw, None)
+        }
+        Some(url) => {
+            let ttl = Duration::from_millis(args.gateway_ttl_ms.max(600));
+            let rc = RedisConfig {
+                history_retention: args.history_retention,
+                command_timeout: Duration::from_millis(args.redis_timeout_ms.max(50)),
+                heartbeat_interval: ttl / 3,
+                heartbeat_ttl: ttl,
+                reap_interval: ttl / 3,
+                gateway_id: args.gateway_id.clone(),
+                pool_size: args.redis_pool.max(1),
+                ..RedisConfig::default()
+            };
+            let (node, events) = RedisNode::connect(url, rc)
+                .await
+                .map_err(|e| format!("redis: {e}"))?;
+            tracing::info!(gateway = node.gateway_id(), "backend: redis");
+            let gw = Gateway::new(config, node.clone(), node.clone(), events, Some(metrics));
+            (gw, Some(node))
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
@@ -194,6 +236,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .run(listener, shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(node) = redis {
+        // Presence of the sockets was removed by their clean-up; this removes the
+        // gateway's heartbeat and bookkeeping so no one has to reap it.
+        if let Err(e) = node.shutdown().await {
+            tracing::warn!("redis shutdown: {e}");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

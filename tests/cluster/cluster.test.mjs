@@ -1,0 +1,241 @@
+// Cluster mode with real processes: redis-server, three confab gateways, nginx.
+// Drives them with socket.io-client the way users would and checks what they see:
+// cross-gateway fan-out (exactly once, in order), history, presence, DMs, typing,
+// room-sharded subscriptions, nginx (polling+upgrade and websocket), a gateway
+// killed with SIGKILL, and a Redis restart.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { io } from "socket.io-client";
+import { connect, call, waitFor, collect, sleep } from "../support/server.mjs";
+import { startRedis, startGateway, startNginx, redisCli, stopAll } from "../support/cluster.mjs";
+
+const TTL_MS = 3000;
+const GW_ARGS = ["--gateway-ttl-ms", String(TTL_MS), "--presence-interval-ms", "200",
+  "--rate-limit", "200", "--rate-burst", "200"];
+const procs = [];
+const sockets = [];
+let redis, gw, nginx;
+
+async function client(url, name, opts = {}) {
+  const s = await connect(url, name, opts);
+  sockets.push(s);
+  return s;
+}
+
+async function join(s, room, extra = {}) {
+  const ack = await call(s, "room:join", { room, ...extra });
+  assert.equal(ack.ok, true, JSON.stringify(ack));
+  return ack;
+}
+
+/** Poll fn until it returns truthy (bounded). */
+async function eventually(fn, timeoutMs, what) {
+  const until = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < until) {
+    last = await fn();
+    if (last) return last;
+    await sleep(100);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms: ${what} (last: ${JSON.stringify(last)})`);
+}
+
+before(async () => {
+  redis = await startRedis({ appendonly: true });
+  procs.push(redis);
+  gw = [];
+  for (const id of ["gw1", "gw2", "gw3"]) {
+    const g = await startGateway({ redisUrl: redis.url, id, args: GW_ARGS });
+    procs.push(g);
+    gw.push(g);
+  }
+  nginx = await startNginx({ gatewayPorts: gw.map((g) => g.port) });
+  procs.push(nginx);
+});
+
+after(async () => {
+  for (const s of sockets) s.close();
+  await stopAll(procs);
+  nginx?.cleanup();
+});
+
+test("a message sent through gateway 1 reaches members on 2 and 3 exactly once, in order, and is in history on 3", async () => {
+  const room = "fanout";
+  const alice = await client(gw[0].url, "alice");
+  const bob = await client(gw[1].url, "bob");
+  const carol = await client(gw[2].url, "carol");
+  for (const s of [alice, bob, carol]) await join(s, room);
+  const got = { alice: collect(alice, "message:new"), bob: collect(bob, "message:new"), carol: collect(carol, "message:new") };
+  const sent = [];
+  for (let i = 0; i < 30; i++) {
+    const ack = await call(alice, "message:send", { room, text: `m${i}` });
+    assert.equal(ack.ok, true);
+    sent.push(ack.message.id);
+  }
+  await eventually(() => Object.values(got).every((l) => l.filter((m) => m.room === room).length >= 30), 5000, "all deliveries");
+  await sleep(300);
+  for (const [who, list] of Object.entries(got)) {
+    const ids = list.filter((m) => m.room === room).map((m) => m.id);
+    assert.deepEqual(ids, sent, `${who} sees every message once, in order`);
+  }
+  const hist = await call(carol, "message:history", { room, limit: 100 });
+  assert.deepEqual(hist.messages.map((m) => m.id), sent);
+  assert.equal(hist.messages[0].text, "m0");
+});
+
+test("user list and room presence are cluster-wide; DMs and typing cross gateways", async () => {
+  const room = "presence";
+  const dan = await client(gw[0].url, "dan");
+  await join(dan, room);
+  const joined = new Set();
+  dan.on("room:presence", (p) => p.room === room && p.joined.forEach((n) => joined.add(n)));
+  const erin = await client(gw[1].url, "erin");
+  const frank = await client(gw[2].url, "frank");
+  await join(erin, room);
+  await join(frank, room);
+  await eventually(() => joined.has("erin") && joined.has("frank"), 3000, "presence from other gateways");
+  const users = await call(dan, "users:list", { room });
+  assert.deepEqual(users.users.map((u) => u.name), ["dan", "erin", "frank"]);
+  const all = await call(frank, "users:list", {});
+  for (const n of ["dan", "erin", "frank"]) assert.ok(all.users.some((u) => u.name === n), n);
+
+  const dm = waitFor(frank, "dm:new", (m) => m.text === "psst");
+  const ack = await call(dan, "dm:send", { to: "frank", text: "psst" });
+  assert.equal(ack.ok, true, JSON.stringify(ack));
+  assert.deepEqual(await dm, ack.message);
+  const hist = await call(frank, "dm:history", { with: "dan" });
+  assert.deepEqual(hist.messages.map((m) => m.id), [ack.message.id]);
+
+  const typing = waitFor(dan, "typing", (t) => t.user === "erin" && t.typing === true);
+  await call(erin, "typing", { room, typing: true });
+  assert.deepEqual(await typing, { room, user: "erin", typing: true });
+});
+
+test("room sharding: a gateway without members of a room is not subscribed to it", async () => {
+  const room = "sharded";
+  const channel = `confab:room:{${room}}`;
+  const numsub = async () => Number((await redisCli(redis.port, "PUBSUB", "NUMSUB", channel))[1]);
+  const g1 = await client(gw[0].url, "sh1");
+  const g2 = await client(gw[1].url, "sh2");
+  await join(g1, room);
+  await join(g2, room);
+  assert.equal(await numsub(), 2, "gateways 1 and 2 subscribed");
+  const left = await call(g2, "room:leave", { room });
+  assert.equal(left.ok, true);
+  await eventually(async () => (await numsub()) === 1, 3000, "gateway 2 unsubscribed");
+  // Traffic of the room no longer reaches gateway 2's sockets (nor gateway 2).
+  const onG2 = collect(g2, "message:new");
+  await call(g1, "message:send", { room, text: "only gw1" });
+  await sleep(300);
+  assert.equal(onG2.filter((m) => m.room === room).length, 0);
+});
+
+async function connectionsPerGateway() {
+  const out = [];
+  for (const g of gw) {
+    const text = await (await fetch(g.url + "/metrics")).text();
+    const m = text.match(/^confab_connections(?:\{[^}]*\})? (\d+)/m);
+    out.push(m ? Number(m[1]) : 0);
+  }
+  return out;
+}
+
+test("through nginx: default transports (polling then upgrade) and websocket only, spread over gateways", async () => {
+  const room = "via-nginx";
+  const before = await connectionsPerGateway();
+  // Like browsers, each with its own route cookie: they spread over the gateways.
+  const transports = [undefined, ["websocket"], ["polling"]];
+  const clients = [];
+  for (let i = 0; i < 8; i++) {
+    const opts = { extraHeaders: { cookie: `confab_route=browser-${i}` } };
+    if (transports[i % 3]) opts.transports = transports[i % 3];
+    clients.push(await client(nginx.url, `nx-${i}`, opts));
+  }
+  for (const s of clients) await join(s, room);
+  const after = await connectionsPerGateway();
+  const delta = after.map((n, i) => n - before[i]);
+  assert.equal(delta.reduce((a, b) => a + b, 0), 8, `connections per gateway ${JSON.stringify(delta)}`);
+  assert.ok(delta.filter((d) => d > 0).length >= 2, `clients spread over gateways: ${JSON.stringify(delta)}`);
+  await eventually(() => clients[0].io.engine.transport.name === "websocket", 3000, "upgrade to websocket");
+  for (const from of clients) {
+    const text = `from ${from.session.user.name}`;
+    const waits = clients.map((s) => waitFor(s, "message:new", (m) => m.text === text));
+    const ack = await call(from, "message:send", { room, text });
+    assert.equal(ack.ok, true);
+    for (const m of await Promise.all(waits)) assert.equal(m.id, ack.message.id);
+  }
+  // The page is served through nginx with its route cookie.
+  const res = await fetch(nginx.url + "/");
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("set-cookie") ?? "", /confab_route=/);
+  assert.match(res.headers.get("content-security-policy") ?? "", /default-src 'self'/);
+});
+
+test("kill -9 a gateway: its users leave presence within the TTL, nginx clients reconnect and keep chatting", async () => {
+  const room = "crash";
+  const victim = gw[2];
+  const watcher = await client(gw[0].url, "watcher");
+  await join(watcher, room);
+  const left = new Set();
+  watcher.on("room:presence", (p) => p.room === room && p.left.forEach((n) => left.add(n)));
+  const ghost = await client(victim.url, "ghost");
+  await join(ghost, room);
+  await eventually(async () => (await call(watcher, "users:list", { room })).users.some((u) => u.name === "ghost"), 3000, "ghost present");
+
+  // A client through nginx that reconnects on its own.
+  const roamer = io(nginx.url, { auth: { name: "roamer" }, transports: ["websocket"], reconnectionDelay: 100, reconnectionDelayMax: 500 });
+  sockets.push(roamer);
+  await waitFor(roamer, "session", () => true, 5000);
+  await join(roamer, room);
+
+  const killedAt = Date.now();
+  await victim.kill9();
+  await eventually(async () => !(await call(watcher, "users:list", { room })).users.some((u) => u.name === "ghost"), TTL_MS * 3 + 2000, "ghost removed from presence");
+  const removedAfter = Date.now() - killedAt;
+  assert.ok(removedAfter <= TTL_MS * 3 + 2000, `removed after ${removedAfter} ms`);
+  await eventually(() => left.has("ghost"), 3000, "room:presence left for ghost");
+
+  // The roamer (on whichever gateway) can chat after any reconnect.
+  await eventually(() => roamer.connected, 10000, "roamer connected");
+  await join(roamer, room);
+  const seen = waitFor(watcher, "message:new", (m) => m.text === "still here");
+  const ack = await eventually(async () => {
+    const r = await call(roamer, "message:send", { room, text: "still here" }).catch(() => null);
+    return r?.ok ? r : null;
+  }, 10000, "send after gateway kill");
+  assert.equal((await seen).id, ack.message.id);
+});
+
+test("Redis restart: sends answer unavailable during the outage, then traffic flows again without restarting gateways", async () => {
+  const room = "outage";
+  const a = await client(gw[0].url, "out-a");
+  const b = await client(gw[1].url, "out-b");
+  await join(a, room);
+  await join(b, room);
+  const before = await call(a, "message:send", { room, text: "before" });
+  assert.equal(before.ok, true);
+
+  await redisCli(redis.port, "SHUTDOWN").catch(() => {});
+  await redis.exited;
+  const t0 = Date.now();
+  const during = await call(a, "message:send", { room, text: "during" }, 10000);
+  const took = Date.now() - t0;
+  assert.equal(during.ok, false);
+  assert.equal(during.error.code, "unavailable");
+  assert.ok(took < 5000, `unavailable answered in ${took} ms`);
+  const ready = await fetch(gw[0].url + "/readyz");
+  assert.equal(ready.status, 503);
+  assert.equal((await fetch(gw[0].url + "/healthz")).status, 200);
+
+  const again = await startRedis({ port: redis.port, appendonly: true, dir: redis.dir });
+  procs.push(again);
+  await eventually(async () => (await fetch(gw[0].url + "/readyz")).status === 200 && (await fetch(gw[1].url + "/readyz")).status === 200, 15000, "gateways ready again");
+  const seen = waitFor(b, "message:new", (m) => m.text === "after");
+  const after = await eventually(async () => {
+    const r = await call(a, "message:send", { room, text: "after" }).catch(() => null);
+    return r?.ok ? r : null;
+  }, 10000, "send after restart");
+  assert.equal((await seen).id, after.message.id);
+  const hist = await call(b, "message:history", { room });
+  assert.deepEqual(hist.messages.map((m) => m.text), ["before", "after"], "AOF kept history across the restart");
+});
