@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: run build test test-rust test-node test-node-redis test-cluster test-browser lint fmt bench cluster check-deploy clean
+.PHONY: loadtest loadtest-smoke run build test test-rust test-node test-node-redis test-cluster test-browser lint fmt bench cluster check-deploy clean
 
 ## Run the server with the embedded backend and the web UI on http://$(BIND)/
 run:
@@ -18,7 +18,7 @@ build:
 ## Every test: Rust unit/conformance/integration, socket.io-client suite, browser test
 test: build
 	scripts/deps.sh test
-	$(MAKE) check-deploy test-rust test-node test-node-redis test-cluster test-browser
+	$(MAKE) check-deploy test-rust test-node test-node-redis test-cluster loadtest-smoke test-browser
 
 test-rust:
 	$(CARGO) test --workspace
@@ -52,6 +52,15 @@ cluster:
 ## Offline checks of the deploy files (compose schema, nginx syntax, Prometheus config)
 check-deploy:
 	scripts/check-deploy.sh
+
+## Artillery smoke (own server, ~10 virtual users; fails on any error ack)
+loadtest-smoke:
+	loadtest/run-smoke.sh
+
+## Artillery user mix against a running server (default: `make run`'s); TARGET=http://127.0.0.1:8080 for `make cluster`
+TARGET ?= http://127.0.0.1:3000
+loadtest:
+	loadtest/run.sh chat-mix.yml --target $(TARGET)
 
 ## Fan-out benchmark (release build, 1,000 clients); figures go to docs/performance.md
 bench:

@@ -17,6 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -144,9 +145,15 @@ impl Gateway {
             })
         };
         let deadline = shared.config.shutdown_deadline;
+        // Small frames (acks, pushes) must leave at once: no Nagle delay.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY not set: {e}");
+            }
+        });
         let serve = axum::serve(
             listener,
-            self_app(app).into_make_service_with_connect_info::<SocketAddr>(),
+            app.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move { http_done.cancelled().await });
         let served = tokio::select! {
@@ -178,8 +185,4 @@ impl Gateway {
             task,
         })
     }
-}
-
-fn self_app(app: axum::Router) -> axum::Router {
-    app
 }
