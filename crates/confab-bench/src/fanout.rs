@@ -1,0 +1,542 @@
+//! The fan-out scenario: N clients in one room, S senders, open-loop rate R for D s.
+//!
+//! Message k (0 ≤ k < M = R·D) is sent by sender `k % S` as its sequence number
+//! `k / S`, at the scheduled time `t0 + k / R`. Its text is
+//! `"<run>:<sender>:<seq>:<scheduled µs>"` (plus optional padding), so a receiver
+//! recovers (sender, seq) and the latency from one process-wide monotonic clock
+//! without any lookup. Latency is measured from the *scheduled* time, so a sender
+//! falling behind shows up in the figures (no coordinated omission); the sender lag
+//! is reported separately.
+
+use crate::{connect_all, hist_json, hist_line, histogram, now_us, sys, us_of, Common};
+use clap::Args;
+use confab_client::{Error, RawHandler};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug, Clone)]
+pub struct FanoutArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Clients (all join the room).
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Senders (the first S clients).
+    #[arg(long, default_value_t = 10)]
+    pub senders: usize,
+    /// Total send rate, messages per second (open loop).
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Sending time, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Longest wait for outstanding deliveries after the last ack, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    pub grace: f64,
+    /// Pause between the last join and the first send (presence pushes settle), ms.
+    #[arg(long, default_value_t = 1500)]
+    pub settle_ms: u64,
+    /// Ack timeout of one message:send, ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub ack_timeout_ms: u64,
+    /// Extra characters appended to every message text.
+    #[arg(long, default_value_t = 0)]
+    pub pad: usize,
+}
+
+const SHARDS: usize = 64;
+const MAX_MESSAGES: usize = 5_000_000;
+
+struct Shard {
+    latency: Histogram<u64>,
+    first_us: u64,
+    last_us: u64,
+}
+
+/// State shared by every connection's receive handler.
+struct Shared {
+    run: u32,
+    senders: usize,
+    messages: usize,
+    /// Unique deliveries per message.
+    delivered: Vec<AtomicU32>,
+    /// 0 planned, 1 sent, 2 acked ok, 3 error ack, 4 no ack.
+    state: Vec<AtomicU8>,
+    dupes: AtomicU64,
+    foreign: AtomicU64,
+    other_events: AtomicU64,
+    shards: Vec<Mutex<Shard>>,
+}
+
+/// Parse `"text":"<run>:<sender>:<seq>:<us>` out of a message:new payload.
+fn parse_text(payload: &str) -> Option<(u32, usize, usize, u64)> {
+    const KEY: &str = "\"text\":\"";
+    let start = payload.find(KEY)? + KEY.len();
+    let rest = &payload[start..];
+    let end = rest.find(['"', '~'])?;
+    let mut it = rest[..end].split(':');
+    let run = it.next()?.parse().ok()?;
+    let sender = it.next()?.parse().ok()?;
+    let seq = it.next()?.parse().ok()?;
+    let us = it.next()?.parse().ok()?;
+    if it.next().is_some() {
+        return None;
+    }
+    Some((run, sender, seq, us))
+}
+
+fn handler(sh: Arc<Shared>, client: usize) -> RawHandler {
+    let mut seen = vec![0u64; sh.messages.div_ceil(64)];
+    let shard = client % SHARDS;
+    Box::new(move |name: &str, payload: &str| {
+        if name != "message:new" {
+            sh.other_events.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let now = now_us();
+        let Some((run, sender, seq, sched)) = parse_text(payload) else {
+            sh.foreign.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let k = seq.saturating_mul(sh.senders).saturating_add(sender);
+        if run != sh.run || sender >= sh.senders || k >= sh.messages {
+            sh.foreign.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let (w, bit) = (k / 64, 1u64 << (k % 64));
+        if seen[w] & bit != 0 {
+            sh.dupes.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        seen[w] |= bit;
+        sh.delivered[k].fetch_add(1, Ordering::Relaxed);
+        let mut s = sh.shards[shard].lock().unwrap_or_else(|p| p.into_inner());
+        s.latency
+            .saturating_record(now.saturating_sub(sched).max(1));
+        if s.first_us == 0 || now < s.first_us {
+            s.first_us = now;
+        }
+        s.last_us = s.last_us.max(now);
+    })
+}
+
+#[derive(Default)]
+struct SendStats {
+    sent: u64,
+    max_lag: Duration,
+    lag_sum: Duration,
+}
+
+pub async fn run(a: FanoutArgs) -> Result<(), String> {
+    let c = &a.common;
+    crate::check_loopback(&c.urls).await?;
+    if a.clients == 0 || a.senders == 0 || a.senders > a.clients {
+        return Err("need 1 ≤ senders ≤ clients".into());
+    }
+    let rate_ok = a.rate > 0.0 && a.rate.is_finite();
+    let duration_ok = a.duration > 0.0 && a.duration <= 3600.0;
+    if !rate_ok || !duration_ok {
+        return Err("need rate > 0 and 0 < duration ≤ 3600".into());
+    }
+    let messages = (a.rate * a.duration).round() as usize;
+    if messages == 0 || messages > MAX_MESSAGES {
+        return Err(format!(
+            "rate × duration = {messages} messages (1..={MAX_MESSAGES})"
+        ));
+    }
+    let limit = sys::raise_nofile();
+    if a.clients as u64 + 64 > limit {
+        return Err(format!(
+            "{} clients need more open files than the limit {limit} (ulimit -n)",
+            a.clients
+        ));
+    }
+    let run_id = crate::run_id();
+    let prefix = format!("bench-{run_id:x}-");
+    let sh = Arc::new(Shared {
+        run: run_id,
+        senders: a.senders,
+        messages,
+        delivered: (0..messages).map(|_| AtomicU32::new(0)).collect(),
+        state: (0..messages).map(|_| AtomicU8::new(0)).collect(),
+        dupes: AtomicU64::new(0),
+        foreign: AtomicU64::new(0),
+        other_events: AtomicU64::new(0),
+        shards: (0..SHARDS)
+            .map(|_| {
+                Mutex::new(Shard {
+                    latency: crate::histogram(),
+                    first_us: 0,
+                    last_us: 0,
+                })
+            })
+            .collect(),
+    });
+    let pids = &c.server_pids;
+    let cpu0 = sys::own_cpu();
+    let srv0 = sys::sample_all(pids);
+
+    // ---- connect + join ----
+    eprintln!(
+        "fanout: connecting {} clients to {} ({} at a time)...",
+        a.clients,
+        c.urls.join(", "),
+        c.connect_concurrency
+    );
+    let conn = connect_all(c, a.clients, &prefix, true, |i| handler(sh.clone(), i)).await;
+    let joined = conn.clients.len();
+    eprintln!(
+        "fanout: {joined} joined, {} failed in {:.2} s",
+        conn.failures,
+        conn.elapsed.as_secs_f64()
+    );
+    if joined < a.senders {
+        crate::close_all(&conn.clients).await;
+        return Err(format!(
+            "only {joined} clients joined (first error: {})",
+            conn.first_error.unwrap_or_default()
+        ));
+    }
+    let srv_joined = sys::sample_all(pids);
+    tokio::time::sleep(Duration::from_millis(a.settle_ms)).await;
+
+    // ---- send (open loop) ----
+    let cpu_send0 = sys::own_cpu();
+    let srv_send0 = sys::sample_all(pids);
+    let t0 = Instant::now() + Duration::from_millis(50);
+    let t0_us = us_of(t0);
+    let ack_timeout = Duration::from_millis(a.ack_timeout_ms);
+    let ack_hist = Arc::new(Mutex::new(histogram()));
+    let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let pad: String = "~".repeat(a.pad);
+    eprintln!(
+        "fanout: {} senders, {:.0} msg/s for {:.1} s ({messages} messages, {} deliveries expected)",
+        a.senders,
+        a.rate,
+        a.duration,
+        messages as u64 * joined as u64
+    );
+    let mut sender_tasks = Vec::with_capacity(a.senders);
+    for j in 0..a.senders {
+        let sh = sh.clone();
+        let room = c.room.clone();
+        let pad = pad.clone();
+        let ack_hist = ack_hist.clone();
+        let errors = errors.clone();
+        let rate = a.rate;
+        let client = conn.clients[j].1.clone();
+        sender_tasks.push(tokio::spawn(async move {
+            let mut st = SendStats::default();
+            let mut acks = Vec::new();
+            let mut seq = 0usize;
+            loop {
+                let k = seq * sh.senders + j;
+                if k >= sh.messages {
+                    break;
+                }
+                let at = t0 + Duration::from_secs_f64(k as f64 / rate);
+                tokio::time::sleep_until(at.into()).await;
+                let lag = Instant::now().saturating_duration_since(at);
+                st.max_lag = st.max_lag.max(lag);
+                st.lag_sum += lag;
+                let sched = us_of(at);
+                let body = format!(
+                    r#"{{"room":"{room}","text":"{}:{j}:{seq}:{sched}{pad}"}}"#,
+                    sh.run
+                );
+                let fut = client.emit_json_with_ack("message:send", &body, ack_timeout);
+                sh.state[k].store(1, Ordering::Relaxed);
+                st.sent += 1;
+                let (sh, ack_hist, errors) = (sh.clone(), ack_hist.clone(), errors.clone());
+                acks.push(tokio::spawn(async move {
+                    let r = fut.await;
+                    let now = now_us();
+                    let code = match r {
+                        Ok(v) if v["ok"] == true => {
+                            sh.state[k].store(2, Ordering::Relaxed);
+                            ack_hist
+                                .lock()
+                                .unwrap()
+                                .saturating_record(now.saturating_sub(sched).max(1));
+                            return;
+                        }
+                        Ok(v) => {
+                            sh.state[k].store(3, Ordering::Relaxed);
+                            v["error"]["code"].as_str().unwrap_or("bad ack").to_owned()
+                        }
+                        Err(Error::Timeout(_)) => {
+                            sh.state[k].store(4, Ordering::Relaxed);
+                            "ack timeout".to_owned()
+                        }
+                        Err(e) => {
+                            sh.state[k].store(4, Ordering::Relaxed);
+                            format!("no ack: {e}")
+                        }
+                    };
+                    *errors.lock().unwrap().entry(code).or_default() += 1;
+                }));
+                seq += 1;
+            }
+            let sent_done = Instant::now();
+            for h in acks {
+                let _ = h.await;
+            }
+            (st, sent_done)
+        }));
+    }
+    let mut send = SendStats::default();
+    let mut last_send = t0;
+    for t in sender_tasks {
+        let (st, done) = t.await.map_err(|e| format!("sender task: {e}"))?;
+        send.sent += st.sent;
+        send.max_lag = send.max_lag.max(st.max_lag);
+        send.lag_sum += st.lag_sum;
+        last_send = last_send.max(done);
+    }
+    let acks_done = Instant::now();
+
+    // ---- grace: wait for outstanding deliveries (bounded) ----
+    let acked: Vec<usize> = (0..messages)
+        .filter(|&k| sh.state[k].load(Ordering::Relaxed) == 2)
+        .collect();
+    let expected = acked.len() as u64 * joined as u64;
+    let delivered_acked = || -> u64 {
+        acked
+            .iter()
+            .map(|&k| sh.delivered[k].load(Ordering::Relaxed) as u64)
+            .sum()
+    };
+    let grace_end = Instant::now() + Duration::from_secs_f64(a.grace.clamp(0.0, 600.0));
+    while delivered_acked() < expected && Instant::now() < grace_end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cpu_send1 = sys::own_cpu();
+    let srv_send1 = sys::sample_all(pids);
+    let send_window = Instant::now().saturating_duration_since(t0);
+
+    // ---- tally ----
+    let received_acked = delivered_acked();
+    let received_all: u64 = sh
+        .delivered
+        .iter()
+        .map(|d| d.load(Ordering::Relaxed) as u64)
+        .sum();
+    let received_unacked = received_all - received_acked;
+    let lost = expected.saturating_sub(received_acked);
+    let mut latency = histogram();
+    let (mut first, mut last) = (u64::MAX, 0u64);
+    for s in &sh.shards {
+        let s = s.lock().unwrap();
+        latency.add(&s.latency).map_err(|e| e.to_string())?;
+        if s.first_us != 0 {
+            first = first.min(s.first_us);
+        }
+        last = last.max(s.last_us);
+    }
+    let delivery_span = Duration::from_micros(last.saturating_sub(t0_us));
+    let deliveries_per_s = if last > t0_us {
+        received_all as f64 / delivery_span.as_secs_f64()
+    } else {
+        0.0
+    };
+    let closed_clients = conn.clients.iter().filter(|(_, c)| c.is_closed()).count();
+    let ack_hist = ack_hist.lock().unwrap().clone();
+    let errors = errors.lock().unwrap().clone();
+    let acked_n = acked.len() as u64;
+
+    crate::close_all(&conn.clients).await;
+    let cpu1 = sys::own_cpu();
+    let srv1 = sys::sample_all(pids);
+
+    // ---- report ----
+    let send_phase = send_window.as_secs_f64();
+    let bench_cpu_send = (cpu_send1 - cpu_send0).as_secs_f64();
+    let mut server = Value::Null;
+    let mut server_line = String::from("server: not sampled (no --server-pid)");
+    if let (Some(s0), Some(sj), Some(ss0), Some(ss1)) = (srv0, srv_joined, srv_send0, srv_send1) {
+        let cpu_send = (ss1.cpu.saturating_sub(ss0.cpu)).as_secs_f64();
+        server = json!({
+            "pids": pids,
+            "rss_kib_start": s0.rss_kib,
+            "rss_kib_joined": sj.rss_kib,
+            "rss_kib_after_send": ss1.rss_kib,
+            "rss_kib_end": srv1.map(|s| s.rss_kib),
+            "cpu_s_connect": (sj.cpu.saturating_sub(s0.cpu)).as_secs_f64(),
+            "cpu_s_send_phase": cpu_send,
+            "cpu_pct_send_phase": 100.0 * cpu_send / send_phase,
+        });
+        server_line = format!(
+            "server: CPU {:.2} s in the send phase ({:.0}% of one core), {:.2} s for connect+join; RSS {} → {} (joined) → {} KiB (after sends)",
+            cpu_send,
+            100.0 * cpu_send / send_phase,
+            (sj.cpu.saturating_sub(s0.cpu)).as_secs_f64(),
+            s0.rss_kib,
+            sj.rss_kib,
+            ss1.rss_kib
+        );
+    }
+    let value = json!({
+        "scenario": "fanout",
+        "urls": c.urls,
+        "threads": c.threads,
+        "clients": a.clients,
+        "joined": joined,
+        "connect_failures": conn.failures,
+        "first_connect_error": conn.first_error,
+        "connect_join_s": conn.elapsed.as_secs_f64(),
+        "connect_join_each": hist_json(&conn.each),
+        "senders": a.senders,
+        "rate": a.rate,
+        "duration_s": a.duration,
+        "messages_planned": messages,
+        "sent": send.sent,
+        "acked": acked_n,
+        "send_errors": errors,
+        "deliveries_expected": expected,
+        "deliveries_received": received_acked,
+        "deliveries_of_unacked": received_unacked,
+        "lost": lost,
+        "duplicates": sh.dupes.load(Ordering::Relaxed),
+        "foreign": sh.foreign.load(Ordering::Relaxed),
+        "other_events": sh.other_events.load(Ordering::Relaxed),
+        "clients_closed_during_run": closed_clients,
+        "deliveries_per_s": deliveries_per_s,
+        "offered_deliveries_per_s": a.rate * joined as f64,
+        "delivery_span_s": delivery_span.as_secs_f64(),
+        "latency": hist_json(&latency),
+        "ack_latency": hist_json(&ack_hist),
+        "sender_lag_max_ms": send.max_lag.as_secs_f64() * 1000.0,
+        "sender_lag_mean_ms": if send.sent > 0 { send.lag_sum.as_secs_f64() * 1000.0 / send.sent as f64 } else { 0.0 },
+        "sends_finished_s": last_send.saturating_duration_since(t0).as_secs_f64(),
+        "acks_finished_s": acks_done.saturating_duration_since(t0).as_secs_f64(),
+        "bench_cpu_s_total": (cpu1 - cpu0).as_secs_f64(),
+        "bench_cpu_s_send_phase": bench_cpu_send,
+        "bench_cpu_pct_send_phase": 100.0 * bench_cpu_send / send_phase,
+        "send_phase_s": send_phase,
+        "bench_rss_kib": sys::own_rss_kib(),
+        "server": server,
+    });
+    let mut h = String::new();
+    let _ = writeln!(
+        h,
+        "== fanout: {} clients ({} joined, {} failed), {} senders, {:.0} msg/s for {:.1} s, {} threads",
+        a.clients, joined, conn.failures, a.senders, a.rate, a.duration, c.threads
+    );
+    if let Some(e) = &conn.first_error {
+        let _ = writeln!(h, "first connect error: {e}");
+    }
+    let _ = writeln!(
+        h,
+        "connect+join: all {joined} in {:.2} s; each: {}",
+        conn.elapsed.as_secs_f64(),
+        hist_line(&conn.each)
+    );
+    let _ = writeln!(
+        h,
+        "sent {} / planned {messages}, acked {acked_n}, errors {:?}",
+        send.sent, errors
+    );
+    let _ = writeln!(
+        h,
+        "deliveries: expected {expected}, received {received_acked} (+{received_unacked} of unacked), lost {lost}, duplicates {}, foreign {}",
+        sh.dupes.load(Ordering::Relaxed),
+        sh.foreign.load(Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        h,
+        "throughput: {:.0} deliveries/s over {:.2} s (offered {:.0}/s); clients closed during run: {closed_clients}",
+        deliveries_per_s,
+        delivery_span.as_secs_f64(),
+        a.rate * joined as f64
+    );
+    let _ = writeln!(
+        h,
+        "latency (scheduled send → message:new): {}",
+        hist_line(&latency)
+    );
+    let _ = writeln!(
+        h,
+        "ack latency (scheduled send → ack):      {}",
+        hist_line(&ack_hist)
+    );
+    let _ = writeln!(
+        h,
+        "sender lag: max {:.2} ms, mean {:.3} ms",
+        send.max_lag.as_secs_f64() * 1000.0,
+        if send.sent > 0 {
+            send.lag_sum.as_secs_f64() * 1000.0 / send.sent as f64
+        } else {
+            0.0
+        }
+    );
+    let _ = writeln!(
+        h,
+        "bench: CPU {:.2} s in the send phase ({:.0}% of one core over {:.2} s), {:.2} s total; RSS {} KiB",
+        bench_cpu_send,
+        100.0 * bench_cpu_send / send_phase,
+        send_phase,
+        (cpu1 - cpu0).as_secs_f64(),
+        sys::own_rss_kib().unwrap_or(0)
+    );
+    let _ = write!(h, "{server_line}");
+    crate::emit_report(c, &h, &value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_texts() {
+        let p = r#"["message:new",{"id":"1-0","room":"bench","from":"b-1","text":"77:3:12:123456","ts":1}]"#;
+        assert_eq!(parse_text(p), Some((77, 3, 12, 123456)));
+        let p = r#"["message:new",{"id":"1-0","room":"bench","from":"b-1","text":"77:3:12:5~~~~","ts":1}]"#;
+        assert_eq!(parse_text(p), Some((77, 3, 12, 5)));
+        assert_eq!(parse_text(r#"["message:new",{"text":"hello"}]"#), None);
+        assert_eq!(parse_text(r#"["message:new",{"text":"1:2:3:4:5"}]"#), None);
+        assert_eq!(parse_text(r#"["message:new",{}]"#), None);
+    }
+
+    #[test]
+    fn handler_counts_unique_and_duplicates() {
+        let sh = Arc::new(Shared {
+            run: 9,
+            senders: 2,
+            messages: 4,
+            delivered: (0..4).map(|_| AtomicU32::new(0)).collect(),
+            state: (0..4).map(|_| AtomicU8::new(0)).collect(),
+            dupes: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
+            other_events: AtomicU64::new(0),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        latency: histogram(),
+                        first_us: 0,
+                        last_us: 0,
+                    })
+                })
+                .collect(),
+        });
+        let mut h = handler(sh.clone(), 0);
+        let msg = |s: usize, q: usize| format!(r#"["message:new",{{"text":"9:{s}:{q}:1"}}]"#);
+        h("message:new", &msg(1, 1)); // k = 3
+        h("message:new", &msg(1, 1)); // duplicate
+        h("message:new", &msg(0, 0)); // k = 0
+        h("message:new", &msg(0, 5)); // out of range
+        h("message:new", r#"["message:new",{"text":"8:0:0:1"}]"#); // other run
+        h("room:presence", "[]");
+        assert_eq!(sh.delivered[3].load(Ordering::Relaxed), 1);
+        assert_eq!(sh.delivered[0].load(Ordering::Relaxed), 1);
+        assert_eq!(sh.dupes.load(Ordering::Relaxed), 1);
+        assert_eq!(sh.foreign.load(Ordering::Relaxed), 2);
+        assert_eq!(sh.other_events.load(Ordering::Relaxed), 1);
+        assert_eq!(sh.shards[0].lock().unwrap().latency.len(), 2);
+    }
+}
