@@ -491,6 +491,76 @@ pub async fn presence_counts_connections(c: &dyn Cluster) {
     assert_eq!(n2.presence.connections(&u2).await.unwrap(), 0);
 }
 
+/// A client id resent by the same user returns the original message: stored once,
+/// delivered once. Another user's identical client id is a different message.
+pub async fn client_id_makes_sends_idempotent(c: &dyn Cluster) {
+    let mut a = c.node().await;
+    let b = c.node().await;
+    let room = unique("idem");
+    a.broker
+        .subscribe(&Topic::Room(room.clone()))
+        .await
+        .unwrap();
+    let send = |from: &str, text: &str| NewMessage {
+        room: room.clone(),
+        from: from.into(),
+        text: text.into(),
+        client_id: Some("retry-1".into()),
+    };
+    let first = a
+        .broker
+        .publish_message(send("ann", "hello"))
+        .await
+        .unwrap();
+    // A retry (possibly through another gateway, with the text retyped) is the same message.
+    let again = b
+        .broker
+        .publish_message(send("ann", "hello"))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    let other = b
+        .broker
+        .publish_message(send("ben", "hello"))
+        .await
+        .unwrap();
+    assert_ne!(other.id, first.id);
+    assert_eq!(recv(&mut a.events).await, BusEvent::Message(first.clone()));
+    assert_eq!(recv(&mut a.events).await, BusEvent::Message(other.clone()));
+    assert_quiet(&mut a.events).await;
+    let h = a
+        .broker
+        .room_history(&room, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(h.items, vec![first.clone(), other]);
+    // Without a client id nothing is deduplicated.
+    let plain = NewMessage {
+        client_id: None,
+        ..send("ann", "hello")
+    };
+    let p1 = a.broker.publish_message(plain.clone()).await.unwrap();
+    let p2 = a.broker.publish_message(plain).await.unwrap();
+    assert_ne!(p1.id, p2.id);
+    // DMs too, in their own namespace (same client id as the room message above).
+    let (x, y) = (unique("x"), unique("y"));
+    let dm = |text: &str| NewDm {
+        from: x.clone(),
+        to: y.clone(),
+        text: text.into(),
+        client_id: Some("retry-1".into()),
+    };
+    let d1 = a.broker.publish_dm(dm("hi")).await.unwrap();
+    let d2 = b.broker.publish_dm(dm("hi")).await.unwrap();
+    assert_eq!(d1, d2);
+    let h = a
+        .broker
+        .dm_history(&x, &y, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(h.items, vec![d1]);
+}
+
 /// The backend reports ready when it can serve.
 pub async fn ready_when_serving(c: &dyn Cluster) {
     let n = c.node().await;
@@ -520,6 +590,7 @@ macro_rules! conformance_tests {
             dms_reach_both_users_once,
             signals_are_delivered_not_stored,
             presence_counts_connections,
+            client_id_makes_sends_idempotent,
             ready_when_serving
         );
         #[test]

@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Something stored in a log, ordered by id.
@@ -102,6 +103,45 @@ struct Logs {
     dms: HashMap<(String, String), Log<DirectMessage>>,
     subs: HashMap<Topic, HashSet<NodeId>>,
     nodes: HashMap<NodeId, EventSender>,
+    idem: Idempotency,
+}
+
+/// What a (user, client id) was first used for, kept for the idempotency window.
+#[derive(Clone)]
+enum Original {
+    Message(Message),
+    Dm(DirectMessage),
+}
+
+/// Client ids seen within the window, with their expiry in insertion order.
+#[derive(Default)]
+struct Idempotency {
+    seen: HashMap<(&'static str, String, String), Original>,
+    expiry: VecDeque<(Instant, (&'static str, String, String))>,
+}
+
+impl Idempotency {
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, _)) = self.expiry.front() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, key)) = self.expiry.pop_front() {
+                self.seen.remove(&key);
+            }
+        }
+    }
+
+    fn get(&mut self, key: &(&'static str, String, String)) -> Option<Original> {
+        self.expire(Instant::now());
+        self.seen.get(key).cloned()
+    }
+
+    fn put(&mut self, key: (&'static str, String, String), original: Original, window: Duration) {
+        self.expiry
+            .push_back((Instant::now() + window, key.clone()));
+        self.seen.insert(key, original);
+    }
 }
 
 impl Logs {
@@ -182,6 +222,15 @@ impl Broker for MemoryNode {
     async fn publish_message(&self, draft: NewMessage) -> Result<Message, BackendError> {
         let retention = self.hub.config.history_retention;
         let mut logs = self.hub.logs.lock();
+        let idem_key = draft
+            .client_id
+            .as_ref()
+            .map(|c| ("room", draft.from.clone(), c.clone()));
+        if let Some(key) = &idem_key {
+            if let Some(Original::Message(m)) = logs.idem.get(key) {
+                return Ok(m);
+            }
+        }
         let log = logs
             .rooms
             .entry(draft.room.clone())
@@ -196,6 +245,10 @@ impl Broker for MemoryNode {
             client_id: draft.client_id,
         };
         log.push(msg.clone());
+        if let Some(key) = idem_key {
+            let window = self.hub.config.idempotency_window;
+            logs.idem.put(key, Original::Message(msg.clone()), window);
+        }
         let topic = Topic::Room(msg.room.clone());
         logs.deliver(&topic, &BusEvent::Message(msg.clone()), None);
         Ok(msg)
@@ -206,6 +259,15 @@ impl Broker for MemoryNode {
         let (a, b) = dm_pair(&draft.from, &draft.to);
         let key = (a.to_owned(), b.to_owned());
         let mut logs = self.hub.logs.lock();
+        let idem_key = draft
+            .client_id
+            .as_ref()
+            .map(|c| ("dm", draft.from.clone(), c.clone()));
+        if let Some(k) = &idem_key {
+            if let Some(Original::Dm(d)) = logs.idem.get(k) {
+                return Ok(d);
+            }
+        }
         let log = logs.dms.entry(key).or_insert_with(|| Log::new(retention));
         let ts = now_ms();
         let dm = DirectMessage {
@@ -217,6 +279,10 @@ impl Broker for MemoryNode {
             client_id: draft.client_id,
         };
         log.push(dm.clone());
+        if let Some(k) = idem_key {
+            let window = self.hub.config.idempotency_window;
+            logs.idem.put(k, Original::Dm(dm.clone()), window);
+        }
         let to = Topic::User(dm.to.clone());
         let from = Topic::User(dm.from.clone());
         logs.deliver(&to, &BusEvent::Dm(dm.clone()), Some(&from));

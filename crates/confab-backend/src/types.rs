@@ -103,12 +103,16 @@ impl From<BackendError> for ChatError {
 pub struct BackendConfig {
     /// Entries kept per room and per conversation.
     pub history_retention: usize,
+    /// A client id resent by the same user within this window returns the original
+    /// message instead of storing a new one.
+    pub idempotency_window: std::time::Duration,
 }
 
 impl Default for BackendConfig {
     fn default() -> Self {
         Self {
             history_retention: 10_000,
+            idempotency_window: std::time::Duration::from_secs(600),
         }
     }
 }

@@ -31,6 +31,7 @@ async fn retention_drops_oldest_and_marks_truncated() {
     use confab_backend::{Broker, HistoryQuery, NewMessage};
     let hub = MemoryHub::new(BackendConfig {
         history_retention: 3,
+        ..BackendConfig::default()
     });
     let (n, _rx) = hub.node();
     let mut ids = vec![];

@@ -70,6 +70,10 @@ struct ServeArgs {
     /// Messages kept per room and per DM conversation.
     #[arg(long, env = "CONFAB_HISTORY_RETENTION", default_value_t = 10_000)]
     history_retention: usize,
+    /// A message resent with the same clientId by the same user within this many
+    /// seconds returns the original instead of being stored again.
+    #[arg(long, env = "CONFAB_IDEMPOTENCY_WINDOW_S", default_value_t = 600)]
+    idempotency_window_s: u64,
     /// Sustained events per second per connection.
     #[arg(long, env = "CONFAB_RATE_LIMIT", default_value_t = 20.0)]
     rate_limit: f64,
@@ -200,6 +204,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         None => {
             let hub = MemoryHub::new(BackendConfig {
                 history_retention: args.history_retention,
+                idempotency_window: Duration::from_secs(args.idempotency_window_s.max(1)),
             });
             let (node, events) = hub.node();
             tracing::info!("backend: embedded (in-memory)");
@@ -216,6 +221,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 reap_interval: ttl / 3,
                 gateway_id: args.gateway_id.clone(),
                 pool_size: args.redis_pool.max(1),
+                idempotency_window: Duration::from_secs(args.idempotency_window_s.max(1)),
                 ..RedisConfig::default()
             };
             let (node, events) = RedisNode::connect(url, rc)

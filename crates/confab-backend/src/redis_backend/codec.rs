@@ -261,3 +261,56 @@ mod tests {
         assert_eq!(back, dm);
     }
 }
+
+/// What a publish script answered.
+pub(crate) enum Published {
+    /// A new entry with this id (stored and published).
+    New(Value),
+    /// The client id was already used: the stored record of the original.
+    Duplicate(Vec<u8>),
+}
+
+/// Parse `{1, id}` / `{0, record}` from the publish scripts.
+pub(crate) fn publish_reply(v: Value) -> Result<Published, BackendError> {
+    let mut parts = as_array(v, "publish reply")?.into_iter();
+    match (parts.next(), parts.next()) {
+        (Some(Value::Int(1)), Some(id)) => Ok(Published::New(id)),
+        (Some(Value::Int(0)), Some(Value::BulkString(rec))) => Ok(Published::Duplicate(rec)),
+        (a, b) => Err(BackendError::Internal(format!(
+            "unexpected publish reply: {a:?} {b:?}"
+        ))),
+    }
+}
+
+fn split_record(rec: &[u8], n: usize) -> Result<Vec<&[u8]>, BackendError> {
+    let parts: Vec<&[u8]> = rec.splitn(n, |b| *b == b'|').collect();
+    if parts.len() != n {
+        return Err(BackendError::Internal(
+            "malformed idempotency record".into(),
+        ));
+    }
+    Ok(parts)
+}
+
+fn record_id(raw: &[u8]) -> Result<MessageId, BackendError> {
+    std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| BackendError::Internal("malformed id in idempotency record".into()))
+}
+
+/// The original room message from an idempotency record `<id>|<room>|<body>`.
+pub(crate) fn original_message(rec: &[u8]) -> Result<Message, BackendError> {
+    let parts = split_record(rec, 3)?;
+    let room = std::str::from_utf8(parts[1])
+        .map_err(|_| BackendError::Internal("malformed room in idempotency record".into()))?;
+    let stored: StoredMessage = decode(parts[2])?;
+    Ok(stored.into_message(room, record_id(parts[0])?))
+}
+
+/// The original DM from an idempotency record `<id>|<body>`.
+pub(crate) fn original_dm(rec: &[u8]) -> Result<DirectMessage, BackendError> {
+    let parts = split_record(rec, 2)?;
+    let stored: StoredDm = decode(parts[1])?;
+    Ok(stored.into_dm(record_id(parts[0])?))
+}

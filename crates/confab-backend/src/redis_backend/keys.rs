@@ -53,6 +53,12 @@ impl Keys {
         format!("{}:user:{{{user}}}:peers", self.prefix)
     }
 
+    /// Idempotency record of a client id: `confab:idem:{<user>}:<kind>:<client id>`
+    /// (kind `room` or `dm`), holding the original message for the window.
+    pub(crate) fn idempotency(&self, user: &str, kind: &str, client_id: &str) -> String {
+        format!("{}:idem:{{{user}}}:{kind}:{client_id}", self.prefix)
+    }
+
     /// Hash member → connection count of a room: `confab:presence:room:{<room>}`.
     /// (The reap script builds this name itself from the prefix: keep in sync.)
     pub(crate) fn presence_room(&self, room: &str) -> String {

@@ -72,6 +72,9 @@ pub struct RedisConfig {
     pub gateway_id: Option<String>,
     /// Connections in the command pool.
     pub pool_size: usize,
+    /// A client id resent by the same user within this window returns the original
+    /// message instead of storing a new one.
+    pub idempotency_window: Duration,
 }
 
 impl Default for RedisConfig {
@@ -88,6 +91,7 @@ impl Default for RedisConfig {
             key_prefix: "confab".into(),
             gateway_id: None,
             pool_size: 16,
+            idempotency_window: Duration::from_secs(600),
         }
     }
 }
@@ -181,6 +185,10 @@ impl Shared {
 
     async fn ping(&self) -> Result<(), BackendError> {
         self.query::<Value>(&redis::cmd("PING")).await.map(|_| ())
+    }
+
+    fn idempotency_secs(&self) -> u64 {
+        self.cfg.idempotency_window.as_secs().max(1)
     }
 
     fn retention(&self) -> usize {
@@ -541,6 +549,10 @@ impl Broker for RedisNode {
             text,
             client_id,
         } = draft;
+        let idem = match &client_id {
+            Some(c) => s.keys.idempotency(&from, "room", c),
+            None => String::new(),
+        };
         let stored = codec::StoredMessage {
             from,
             text,
@@ -548,11 +560,17 @@ impl Broker for RedisNode {
         };
         let mut inv = scripts::PUBLISH_MESSAGE.prepare_invoke();
         inv.key(s.keys.room_log(&room))
+            .key(idem)
             .arg(s.retention())
             .arg(encode(&stored)?)
-            .arg(s.keys.room_channel(&room));
-        let id: Value = s.invoke(&inv).await?;
-        Ok(stored.into_message(&room, as_id(&id, "message id")?))
+            .arg(s.keys.room_channel(&room))
+            .arg(s.idempotency_secs())
+            .arg(&room);
+        let reply: Value = s.invoke(&inv).await?;
+        match codec::publish_reply(reply)? {
+            codec::Published::New(id) => Ok(stored.into_message(&room, as_id(&id, "message id")?)),
+            codec::Published::Duplicate(prev) => codec::original_message(&prev),
+        }
     }
 
     async fn publish_dm(&self, draft: NewDm) -> Result<DirectMessage, BackendError> {
@@ -563,18 +581,27 @@ impl Broker for RedisNode {
             text: draft.text,
             client_id: draft.client_id,
         };
+        let idem = match &stored.client_id {
+            Some(c) => s.keys.idempotency(&stored.from, "dm", c),
+            None => String::new(),
+        };
         let mut inv = scripts::PUBLISH_DM.prepare_invoke();
         inv.key(s.keys.dm_log(&stored.from, &stored.to))
             .key(s.keys.user_peers(&stored.from))
             .key(s.keys.user_peers(&stored.to))
+            .key(idem)
             .arg(s.retention())
             .arg(encode(&stored)?)
             .arg(s.keys.user_channel(&stored.from))
             .arg(s.keys.user_channel(&stored.to))
             .arg(&stored.from)
-            .arg(&stored.to);
-        let id: Value = s.invoke(&inv).await?;
-        Ok(stored.into_dm(as_id(&id, "dm id")?))
+            .arg(&stored.to)
+            .arg(s.idempotency_secs());
+        let reply: Value = s.invoke(&inv).await?;
+        match codec::publish_reply(reply)? {
+            codec::Published::New(id) => Ok(stored.into_dm(as_id(&id, "dm id")?)),
+            codec::Published::Duplicate(prev) => codec::original_dm(&prev),
+        }
     }
 
     async fn publish_signal(&self, room: &str, signal: Signal) -> Result<(), BackendError> {

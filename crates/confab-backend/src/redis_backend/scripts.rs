@@ -8,33 +8,54 @@
 use redis::Script;
 use std::sync::LazyLock;
 
-/// Append a room message and publish its frame on the room channel.
+/// Append a room message and publish its frame on the room channel, unless the
+/// sender already sent this client id within the idempotency window.
 ///
-/// `KEYS[1]` room stream. `ARGV[1]` retention (MAXLEN ~), `ARGV[2]` msgpack body,
-/// `ARGV[3]` room channel. Returns the entry id (= message id). The frame is
-/// `'M' <id> ' ' <body>`; Redis runs scripts one at a time, so the pub/sub order of a
-/// room is its stream order and nothing is published that was not stored.
+/// `KEYS[1]` room stream, `KEYS[2]` idempotency key (`''` without client id).
+/// `ARGV[1]` retention (MAXLEN ~), `ARGV[2]` msgpack body, `ARGV[3]` room channel,
+/// `ARGV[4]` idempotency window in seconds, `ARGV[5]` room. Returns `{1, id}` for a new
+/// message, or `{0, '<id>|<room>|<body>'}`: the original, not stored or published
+/// again. The frame is `'M' <id> ' ' <body>`; Redis runs scripts one at a time, so
+/// the pub/sub order of a room is its stream order and nothing is published that
+/// was not stored.
 pub(crate) static PUBLISH_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+if KEYS[2] ~= '' then
+  local prev = redis.call('GET', KEYS[2])
+  if prev then return {0, prev} end
+end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'b', ARGV[2])
+if KEYS[2] ~= '' then
+  redis.call('SET', KEYS[2], id .. '|' .. ARGV[5] .. '|' .. ARGV[2], 'EX', ARGV[4])
+end
 redis.call('PUBLISH', ARGV[3], 'M' .. id .. ' ' .. ARGV[2])
-return id
+return {1, id}
 "#,
     )
 });
 
 /// Append a DM to its conversation, index the peers, publish to both users.
 ///
-/// `KEYS[1]` pair stream, `KEYS[2]` sender's peers zset, `KEYS[3]` recipient's peers zset.
+/// `KEYS[1]` pair stream, `KEYS[2]` sender's peers zset, `KEYS[3]` recipient's peers zset,
+/// `KEYS[4]` idempotency key (`''` without client id).
 /// `ARGV[1]` retention, `ARGV[2]` msgpack body, `ARGV[3]` sender channel, `ARGV[4]`
-/// recipient channel, `ARGV[5]` sender, `ARGV[6]` recipient. Returns the entry id. The
+/// recipient channel, `ARGV[5]` sender, `ARGV[6]` recipient, `ARGV[7]` idempotency
+/// window in seconds. Returns `{1, id}`, or `{0, '<id>|<body>'}` for a client id the
+/// sender already used within the window (nothing stored or published). The
 /// frame `'D' <id> ' ' <body>` is published once per distinct channel. Peers whose
 /// latest DM is older than 7 days leave the peers zsets (they only serve catch-up).
 pub(crate) static PUBLISH_DM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
+if KEYS[4] ~= '' then
+  local prev = redis.call('GET', KEYS[4])
+  if prev then return {0, prev} end
+end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'b', ARGV[2])
+if KEYS[4] ~= '' then
+  redis.call('SET', KEYS[4], id .. '|' .. ARGV[2], 'EX', ARGV[7])
+end
 local ms = string.match(id, '^(%d+)-')
 redis.call('ZADD', KEYS[2], ms, ARGV[6])
 redis.call('ZADD', KEYS[3], ms, ARGV[5])
@@ -46,7 +67,7 @@ redis.call('PUBLISH', ARGV[4], frame)
 if ARGV[3] ~= ARGV[4] then
   redis.call('PUBLISH', ARGV[3], frame)
 end
-return id
+return {1, id}
 "#,
     )
 });
