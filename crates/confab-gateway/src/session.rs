@@ -147,27 +147,55 @@ mod tests {
     async fn jobs_run_in_submission_order() {
         let s = Session::new("a".into(), 1000.0, 1000.0, 100);
         let log = Arc::new(Mutex::new(Vec::new()));
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let mut done_tx = Some(done_tx);
         for i in 0..20u64 {
             let log = log.clone();
+            let done = if i == 19 { done_tx.take() } else { None };
             s.submit(Box::pin(async move {
                 // Later jobs are faster: only the queue keeps them in order.
                 tokio::time::sleep(Duration::from_millis(20 - i)).await;
                 log.lock().push(i);
+                if let Some(d) = done {
+                    let _ = d.send(());
+                }
             }))
             .unwrap();
         }
+        tokio::time::timeout(Duration::from_secs(5), done_rx)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(*log.lock(), (0..20).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn close_runs_cleanup_after_the_job_in_flight_and_drops_the_rest() {
+        let s = Session::new("a".into(), 1000.0, 1000.0, 100);
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
+        let l = log.clone();
+        s.submit(Box::pin(async move {
+            let _ = started_tx.send(());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            l.lock().push("in flight");
+        }))
+        .unwrap();
+        started_rx.await.unwrap();
+        let l = log.clone();
+        s.submit(Box::pin(async move { l.lock().push("queued") }))
+            .unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let l = log.clone();
         s.close(Box::pin(async move {
+            l.lock().push("cleanup");
             let _ = tx.send(());
         }));
         tokio::time::timeout(Duration::from_secs(5), rx)
             .await
             .unwrap()
             .unwrap();
-        // close() drops queued jobs but not the one in flight; at least the first ran.
-        let got = log.lock().clone();
-        assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
-        assert!(!got.is_empty());
+        assert_eq!(*log.lock(), ["in flight", "cleanup"]);
         assert_eq!(s.submit(Box::pin(async {})), Err(Rejected::Closed));
     }
 

@@ -210,58 +210,6 @@ pub(crate) fn entries(v: Value) -> Result<Vec<Entry>, BackendError> {
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn frames_round_trip() {
-        let body = encode(&StoredMessage {
-            from: "a".into(),
-            text: "hi".into(),
-            client_id: None,
-        })
-        .unwrap();
-        let mut frame = b"M12-3 ".to_vec();
-        frame.extend(&body);
-        let ev = decode_frame(&Topic::Room("r".into()), &frame).unwrap();
-        assert_eq!(
-            ev,
-            BusEvent::Message(Message {
-                id: MessageId::new(12, 3),
-                room: "r".into(),
-                from: "a".into(),
-                text: "hi".into(),
-                ts: 12,
-                client_id: None,
-            })
-        );
-        let sig = Signal::Typing {
-            user: "u".into(),
-            typing: true,
-        };
-        let ev = decode_frame(&Topic::Room("r".into()), &signal_frame(&sig).unwrap()).unwrap();
-        assert_eq!(
-            ev,
-            BusEvent::Signal {
-                room: "r".into(),
-                signal: sig
-            }
-        );
-        assert!(decode_frame(&Topic::User("u".into()), &frame).is_err());
-        assert!(decode_frame(&Topic::Room("r".into()), b"").is_err());
-        // Optional field present survives the named encoding.
-        let dm = StoredDm {
-            from: "a".into(),
-            to: "b".into(),
-            text: "t".into(),
-            client_id: Some("c".into()),
-        };
-        let back: StoredDm = decode(&encode(&dm).unwrap()).unwrap();
-        assert_eq!(back, dm);
-    }
-}
-
 /// What a publish script answered.
 pub(crate) enum Published {
     /// A new entry with this id (stored and published).
@@ -313,4 +261,56 @@ pub(crate) fn original_dm(rec: &[u8]) -> Result<DirectMessage, BackendError> {
     let parts = split_record(rec, 2)?;
     let stored: StoredDm = decode(parts[1])?;
     Ok(stored.into_dm(record_id(parts[0])?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let body = encode(&StoredMessage {
+            from: "a".into(),
+            text: "hi".into(),
+            client_id: None,
+        })
+        .unwrap();
+        let mut frame = b"M12-3 ".to_vec();
+        frame.extend(&body);
+        let ev = decode_frame(&Topic::Room("r".into()), &frame).unwrap();
+        assert_eq!(
+            ev,
+            BusEvent::Message(Message {
+                id: MessageId::new(12, 3),
+                room: "r".into(),
+                from: "a".into(),
+                text: "hi".into(),
+                ts: 12,
+                client_id: None,
+            })
+        );
+        let sig = Signal::Typing {
+            user: "u".into(),
+            typing: true,
+        };
+        let ev = decode_frame(&Topic::Room("r".into()), &signal_frame(&sig).unwrap()).unwrap();
+        assert_eq!(
+            ev,
+            BusEvent::Signal {
+                room: "r".into(),
+                signal: sig
+            }
+        );
+        assert!(decode_frame(&Topic::User("u".into()), &frame).is_err());
+        assert!(decode_frame(&Topic::Room("r".into()), b"").is_err());
+        // Optional field present survives the named encoding.
+        let dm = StoredDm {
+            from: "a".into(),
+            to: "b".into(),
+            text: "t".into(),
+            client_id: Some("c".into()),
+        };
+        let back: StoredDm = decode(&encode(&dm).unwrap()).unwrap();
+        assert_eq!(back, dm);
+    }
 }
