@@ -10,7 +10,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 ROOT="$(cd "$LOADTEST_DIR/.." && pwd)"
-BIN="${CONFAB_BIN:-$ROOT/target/debug/confab}"
+BIN="${CONFAB_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/confab}"
 case "$BIN" in /*) ;; *) BIN="$PWD/$BIN" ;; esac
 [ -x "$BIN" ] || { echo "loadtest smoke: no confab binary at $BIN (cargo build -p confab, or set CONFAB_BIN)" >&2; exit 1; }
 
