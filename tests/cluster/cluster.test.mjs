@@ -133,6 +133,10 @@ test("room sharding: a gateway without members of a room is not subscribed to it
 async function connectionsPerGateway() {
   const out = [];
   for (const g of gw) {
+    if (!g.running) {
+      out.push(0);
+      continue;
+    }
     const text = await (await fetch(g.url + "/metrics")).text();
     const m = text.match(/^confab_connections(?:\{[^}]*\})? (\d+)/m);
     out.push(m ? Number(m[1]) : 0);
@@ -238,4 +242,65 @@ test("Redis restart: sends answer unavailable during the outage, then traffic fl
   assert.equal((await seen).id, after.message.id);
   const hist = await call(b, "message:history", { room });
   assert.deepEqual(hist.messages.map((m) => m.text), ["before", "after"], "AOF kept history across the restart");
+});
+
+test("SIGTERM drains a gateway: it stops accepting, clients reconnect through nginx to another gateway and resume without loss, its presence is removed at once", async () => {
+  const room = "drain";
+  const victim = gw[1];
+  const sender = await client(gw[0].url, "drain-sender");
+  await join(sender, room);
+  // A client that stays on the victim (no reconnection): its presence must go at exit.
+  const pinned = await client(victim.url, "drain-pinned");
+  await join(pinned, room);
+  // Find a route cookie that nginx sends to the victim.
+  let roamer = null;
+  for (let i = 0; i < 40 && !roamer; i++) {
+    const before = await connectionsPerGateway();
+    const s = io(nginx.url, {
+      auth: { name: "drain-roamer" }, transports: ["websocket"], reconnectionDelay: 100,
+      reconnectionDelayMax: 500, extraHeaders: { cookie: `confab_route=drain-${i}` },
+    });
+    await waitFor(s, "session", () => true, 5000);
+    const after = await connectionsPerGateway();
+    if (after[1] - before[1] === 1) roamer = s;
+    else s.close();
+  }
+  assert.ok(roamer, "a route cookie landing on the victim gateway");
+  sockets.push(roamer);
+  let last = (await join(roamer, room)).messages.at(-1)?.id;
+  const received = [];
+  roamer.on("message:new", (m) => m.room === room && received.push(m.id));
+  const reasons = [];
+  roamer.on("disconnect", (r) => reasons.push(r));
+  roamer.io.on("reconnect", async () => {
+    const ack = await call(roamer, "room:join", { room, ...(received.length ? { since: received.at(-1) } : {}) });
+    for (const m of ack.messages) received.push(m.id);
+  });
+
+  const sent = [];
+  const sending = (async () => {
+    for (let i = 0; i < 40; i++) {
+      const ack = await call(sender, "message:send", { room, text: `d${i}` });
+      if (ack.ok) sent.push(ack.message.id);
+      await sleep(50);
+    }
+  })();
+  await sleep(500);
+  const t0 = Date.now();
+  const { code } = await victim.stop("SIGTERM");
+  const drainMs = Date.now() - t0;
+  assert.equal(code, 0, "gateway exits cleanly");
+  assert.ok(drainMs < 10000, `drained in ${drainMs} ms`);
+  assert.ok(reasons.includes("transport close"), `disconnect reasons: ${reasons}`);
+  // The pinned client's presence went with the drain, long before a reaper could.
+  const users = await call(sender, "users:list", { room });
+  assert.ok(!users.users.some((u) => u.name === "drain-pinned"), JSON.stringify(users.users));
+  await sending;
+  await eventually(() => roamer.connected, 10000, "roamer reconnected");
+  await eventually(() => sent.every((id) => received.includes(id)), 10000, "roamer has every message");
+  const unique = [...new Set(received)];
+  assert.equal(received.length, unique.length, "no message delivered twice across the reconnect");
+  assert.deepEqual(unique.filter((id) => sent.includes(id)), sent, "every acked message, in order");
+  last = unique.at(-1);
+  assert.ok(last);
 });

@@ -34,6 +34,16 @@ pub struct Shared {
     pub metrics: Option<PrometheusHandle>,
     /// Commands to the dispatcher (joins in sequence with fan-out).
     pub dispatcher: dispatch::CommandSender,
+    /// Sessions opened and not yet cleaned up, by socket id (shutdown cleans up
+    /// what is left and waits for none).
+    pub sessions:
+        parking_lot::Mutex<std::collections::HashMap<socketioxide::socket::Sid, crate::chat::Ctx>>,
+}
+
+impl Shared {
+    pub fn open_sessions(&self) -> usize {
+        self.sessions.lock().len()
+    }
 }
 
 /// A gateway ready to serve.
@@ -69,6 +79,7 @@ impl Gateway {
             .build_layer();
         let (dispatcher, commands) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
+            sessions: parking_lot::Mutex::new(std::collections::HashMap::new()),
             dispatcher,
             subs: Subscriptions::new(broker.clone()),
             config,
@@ -130,20 +141,10 @@ impl Gateway {
                 _ = trigger.cancelled() => {}
             }
         });
-        // Once triggered: disconnect every socket so clients reconnect elsewhere and
-        // their clean-up runs, then let the HTTP server finish.
-        let http_done = CancellationToken::new();
-        let drain = {
-            let (shared, http_done) = (shared.clone(), http_done.clone());
-            tokio::spawn(async move {
-                shared.shutdown.cancelled().await;
-                tracing::info!("shutting down: disconnecting clients");
-                shared.io.close().await;
-                // Let the per-socket clean-up jobs run (they are quick).
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                http_done.cancel();
-            })
-        };
+        // Once triggered: the HTTP server stops accepting at once (so nginx sends
+        // reconnecting clients to other gateways), every transport is closed (stock
+        // socket.io-clients reconnect by themselves after a transport close), and the
+        // sockets' clean-up removes their presence. All bounded by the deadline.
         let deadline = shared.config.shutdown_deadline;
         // Small frames (acks, pushes) must leave at once: no Nagle delay.
         let listener = listener.tap_io(|tcp| {
@@ -155,18 +156,46 @@ impl Gateway {
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(async move { http_done.cancelled().await });
+        .with_graceful_shutdown(token.clone().cancelled_owned());
+        let drain = {
+            let shared = shared.clone();
+            async move {
+                shared.shutdown.cancelled().await;
+                tracing::info!(
+                    sockets = shared.open_sessions(),
+                    "shutting down: closing client transports"
+                );
+                shared.io.close().await;
+                // socketioxide does not run disconnect handlers for sockets closed
+                // with the server: clean up every session still open here.
+                let open: Vec<crate::chat::Ctx> =
+                    shared.sessions.lock().values().cloned().collect();
+                for ctx in open {
+                    crate::socket::close(ctx);
+                }
+                while shared.open_sessions() > 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tracing::info!("all sessions cleaned up");
+            }
+        };
+        let work = async {
+            let (served, ()) = tokio::join!(serve, drain);
+            served
+        };
         let served = tokio::select! {
-            r = serve => r,
+            r = work => r,
             _ = async {
                 token.cancelled().await;
                 tokio::time::sleep(deadline).await;
             } => {
-                tracing::warn!("shutdown deadline of {deadline:?} passed, exiting");
+                tracing::warn!(
+                    open = shared.open_sessions(),
+                    "shutdown deadline of {deadline:?} passed, exiting"
+                );
                 Ok(())
             }
         };
-        drain.abort();
         for t in tasks {
             t.abort();
         }

@@ -99,10 +99,12 @@ impl Session {
     }
 
     /// Queue the disconnect clean-up: it runs after the request in flight, and every
-    /// request still queued behind it is dropped (the socket is gone).
+    /// request still queued behind it is dropped (the socket is gone). Only the
+    /// first call queues its clean-up; later ones are ignored.
     pub fn close(self: &Arc<Self>, cleanup: BoxFuture<'static, ()>) {
-        self.closed.store(true, Ordering::Release);
-        let _ = self.push(cleanup, true);
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            let _ = self.push(cleanup, true);
+        }
     }
 
     fn push(self: &Arc<Self>, job: BoxFuture<'static, ()>, last: bool) -> Result<(), Rejected> {
@@ -195,6 +197,11 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+        assert_eq!(*log.lock(), ["in flight", "cleanup"]);
+        // A second close is ignored (the clean-up must run once).
+        let l = log.clone();
+        s.close(Box::pin(async move { l.lock().push("cleanup again") }));
+        tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(*log.lock(), ["in flight", "cleanup"]);
         assert_eq!(s.submit(Box::pin(async {})), Err(Rejected::Closed));
     }

@@ -129,19 +129,26 @@ async fn handshake(shared: Arc<Shared>, s: SocketRef, auth: Value) -> Result<(),
             std::future::ready(())
         },
     );
+    shared.sessions.lock().insert(s.id, ctx.clone());
     let dc_ctx = ctx;
     s.on_disconnect(move |reason: DisconnectReason| {
-        let ctx = dc_ctx.clone();
-        tracing::debug!(sid = %ctx.socket.id, user = %ctx.session.name, ?reason, "disconnect");
-        let session = ctx.session.clone();
-        session.close(Box::pin(async move {
-            chat::close_session(&ctx.shared, &ctx.session, &ctx.socket).await;
-            m::connection_closed();
-        }));
+        tracing::debug!(sid = %dc_ctx.socket.id, user = %dc_ctx.session.name, ?reason, "disconnect");
+        close(dc_ctx.clone());
         std::future::ready(())
     });
     m::connection_opened();
     Ok(())
+}
+
+/// End a session: its clean-up runs after the request in flight (once, however
+/// often this is called: by the disconnect handler, or by shutdown).
+pub fn close(ctx: Ctx) {
+    let session = ctx.session.clone();
+    session.close(Box::pin(async move {
+        chat::close_session(&ctx.shared, &ctx.session, &ctx.socket).await;
+        m::connection_closed();
+        ctx.shared.sessions.lock().remove(&ctx.socket.id);
+    }));
 }
 
 /// Admit one client event (synchronously, in arrival order) and queue its handling.
