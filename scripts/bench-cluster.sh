@@ -19,7 +19,7 @@ DURATION="${DURATION:-10}"
 THREADS="${THREADS:-2}"
 TOPOLOGIES="${TOPOLOGIES:-single redis1 redis2}"
 OUT_DIR="${OUT_DIR:-artifacts/bench-cluster}"
-GW_ARGS=(--rate-limit 1000 --rate-burst 1000)
+GW_ARGS=(--rate-limit 1000 --rate-burst 1000 ${GW_EXTRA:-})
 BIN="${CARGO_TARGET_DIR:-target}/release"
 
 ulimit -n "$(ulimit -Hn)"

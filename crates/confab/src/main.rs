@@ -115,6 +115,10 @@ struct ServeArgs {
     /// Timeout of each Redis command, in ms (then `unavailable`).
     #[arg(long, env = "CONFAB_REDIS_TIMEOUT_MS", default_value_t = 2_000)]
     redis_timeout_ms: u64,
+    /// Worker threads (0: one per CPU core). Several gateways on one small machine
+    /// do better with fewer each.
+    #[arg(long, env = "CONFAB_THREADS", default_value_t = 0)]
+    threads: usize,
     /// Redis connections in the command pool.
     #[arg(long, env = "CONFAB_REDIS_POOL", default_value_t = 16)]
     redis_pool: usize,
@@ -163,13 +167,26 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let args = match cli.cmd {
         Some(Cmd::Serve(a)) => a,
         None => cli.serve,
     };
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if args.threads > 0 {
+        rt.worker_threads(args.threads);
+    }
+    match rt.enable_all().build() {
+        Ok(rt) => rt.block_on(run(args)),
+        Err(e) => {
+            eprintln!("confab: cannot start the runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: ServeArgs) -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
