@@ -147,33 +147,38 @@ impl Shared {
 }
 
 pub(super) async fn run_heartbeat(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(shared.cfg.heartbeat_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            _ = tick.tick() => {
-                if let Err(e) = shared.beat().await {
-                    tracing::warn!(error = %e, "heartbeat failed");
-                }
-            }
+    let every = shared.cfg.heartbeat_interval;
+    run_every(shared, every, |s| async move {
+        if let Err(e) = s.beat().await {
+            tracing::warn!(error = %e, "heartbeat failed");
         }
-    }
+    })
+    .await
 }
 
 pub(super) async fn run_reaper(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(shared.cfg.reap_interval);
+    let every = shared.cfg.reap_interval;
+    run_every(shared, every, |s| async move {
+        if let Err(e) = s.reap_dead().await {
+            tracing::debug!(error = %e, "reaper pass failed");
+        }
+    })
+    .await
+}
+
+/// Run `f` every `interval` (first run after one interval) until the node stops.
+async fn run_every<F, Fut>(shared: Arc<Shared>, interval: std::time::Duration, f: F)
+where
+    F: Fn(Arc<Shared>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tokio::select! {
             _ = shared.cancel.cancelled() => return,
-            _ = tick.tick() => {
-                if let Err(e) = shared.reap_dead().await {
-                    tracing::debug!(error = %e, "reaper pass failed");
-                }
-            }
+            _ = tick.tick() => f(shared.clone()).await,
         }
     }
 }
