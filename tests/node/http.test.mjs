@@ -1,0 +1,78 @@
+// The HTTP side of a gateway as a browser and an operator see it: the UI with its
+// security, cache and compression headers, socket.io-client for the UI, health,
+// readiness and Prometheus metrics.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { gunzipSync, brotliDecompressSync } from "node:zlib";
+import { readFileSync } from "node:fs";
+import { Harness, T } from "./lib.mjs";
+
+const h = new Harness([]);
+before(async () => {
+  await h.start();
+});
+after(async () => {
+  await h.stop();
+});
+
+async function get(path, headers = {}) {
+  const res = await fetch(h.url + path, { headers });
+  return { res, body: Buffer.from(await res.arrayBuffer()) };
+}
+
+test("the page: strict CSP, no-cache, security headers, gzip and br", T, async () => {
+  const plain = await get("/");
+  assert.equal(plain.res.status, 200);
+  const csp = plain.res.headers.get("content-security-policy");
+  assert.match(csp, /default-src 'self'/);
+  assert.match(csp, /script-src 'self'(;|$)/);
+  assert.doesNotMatch(csp, /unsafe/);
+  assert.equal(plain.res.headers.get("cache-control"), "no-cache");
+  assert.equal(plain.res.headers.get("x-content-type-options"), "nosniff");
+  assert.equal(plain.res.headers.get("x-frame-options"), "DENY");
+  const html = readFileSync(new URL("../../ui/index.html", import.meta.url));
+  // fetch() decompresses transparently; ask for raw bytes with node's http instead.
+  const { request } = await import("node:http");
+  const raw = (path, enc) =>
+    new Promise((resolve, reject) => {
+      const req = request(h.url + path, { headers: { "accept-encoding": enc } }, (res) => {
+        const chunks = [];
+        res.on("data", (c) => chunks.push(c));
+        res.on("end", () => resolve({ headers: res.headers, body: Buffer.concat(chunks) }));
+      });
+      req.on("error", reject);
+      req.end();
+    });
+  const gz = await raw("/app.js", "gzip");
+  assert.equal(gz.headers["content-encoding"], "gzip");
+  const js = readFileSync(new URL("../../ui/app.js", import.meta.url));
+  assert.ok(gunzipSync(gz.body).equals(js), "gzip body is app.js");
+  assert.ok(gz.body.length < js.length / 2, `compressed ${gz.body.length} of ${js.length}`);
+  const br = await raw("/", "br");
+  assert.equal(br.headers["content-encoding"], "br");
+  assert.ok(brotliDecompressSync(br.body).equals(html));
+});
+
+test("socket.io-client for the UI is served from node_modules with a day of caching", T, async () => {
+  const { res, body } = await get("/vendor/socket.io/socket.io.esm.min.js");
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("cache-control"), /max-age=86400/);
+  assert.match(res.headers.get("content-type"), /javascript/);
+  assert.ok(body.toString().includes("io"), "looks like socket.io-client");
+  assert.equal((await get("/vendor/socket.io/nope.js")).res.status, 404);
+});
+
+test("health, readiness and metrics", T, async () => {
+  const health = await get("/healthz");
+  assert.equal(health.res.status, 200);
+  assert.deepEqual(JSON.parse(health.body), { status: "ok" });
+  const ready = await get("/readyz");
+  assert.equal(ready.res.status, 200);
+  assert.deepEqual(JSON.parse(ready.body), { status: "ready" });
+  const s = await h.connect("metrics-user");
+  const metrics = (await get("/metrics")).body.toString();
+  assert.match(metrics, /# HELP confab_connections /);
+  assert.match(metrics, /^confab_connections 1$/m);
+  assert.match(metrics, /^confab_connects_total \d+$/m);
+  s.close();
+});
