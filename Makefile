@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: loadtest loadtest-smoke run build test test-rust test-node test-node-redis test-cluster test-browser lint fmt bench cluster check-deploy clean
+.PHONY: chaos test-chaos loadtest loadtest-smoke run build test test-rust test-node test-node-redis test-cluster test-browser lint fmt bench cluster check-deploy clean
 
 ## Run the server with the embedded backend and the web UI on http://$(BIND)/
 run:
@@ -18,7 +18,7 @@ build:
 ## Every test: Rust unit/conformance/integration, socket.io-client suite, browser test
 test: build
 	scripts/deps.sh test
-	$(MAKE) check-deploy test-rust test-node test-node-redis test-cluster loadtest-smoke test-browser
+	$(MAKE) check-deploy test-rust test-node test-node-redis test-cluster test-chaos loadtest-smoke test-browser
 
 test-rust:
 	$(CARGO) test --workspace
@@ -52,6 +52,14 @@ cluster:
 ## Offline checks of the deploy files (compose schema, nginx syntax, Prometheus config)
 check-deploy:
 	scripts/check-deploy.sh
+
+## Short chaos run (100 clients, 40 s, gateway kill + drain + Redis restart)
+test-chaos:
+	node --test tests/chaos/
+
+## Long chaos run (300 clients, 5 minutes); its last result is in docs/performance.md
+chaos: build
+	ulimit -n $$(ulimit -Hn) && node tests/chaos/chaos.mjs --clients 300 --seconds 300
 
 ## Artillery smoke (own server, ~10 virtual users; fails on any error ack)
 loadtest-smoke:
