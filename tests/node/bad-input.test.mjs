@@ -99,7 +99,7 @@ const cases = [
   ["message:history limit 201", "message:history", () => ({ room: R, limit: 201 }), "bad_request"],
   ["message:history limit '10'", "message:history", () => ({ room: R, limit: "10" }), "bad_request"],
   ["message:history room invalid", "message:history", { room: "Nope Nope" }, "invalid_room"],
-  ["dm:send to an offline-but-valid name", "dm:send", () => ({ to: uname("gone"), text: "hi" }), "user_not_found"],
+  ["dm:send to a name that never connected", "dm:send", () => ({ to: uname("gone"), text: "hi" }), "user_not_found"],
   ["dm:send to an invalid name", "dm:send", { to: "bad name", text: "hi" }, "invalid_name"],
   ["dm:send to a 33-char name", "dm:send", { to: "x".repeat(33), text: "hi" }, "invalid_name"],
   ["dm:send to wrong type", "dm:send", { to: 5, text: "hi" }, "bad_request"],

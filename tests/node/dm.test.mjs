@@ -123,19 +123,32 @@ test("dm:send to yourself: a note to self, each of your sockets gets it once", T
   assert.deepEqual(hist, { ok: true, with: an, messages: [m], hasMore: false });
 });
 
-test("dm:send to an offline user → user_not_found; after the last tab closes too", T, async () => {
-  assertError(await call(a1, "dm:send", { to: uname("off"), text: "anyone?" }), "user_not_found");
-  const en = uname("de");
+test("dm:send to a name that never connected → user_not_found", T, async () => {
+  assertError(await call(a1, "dm:send", { to: uname("never"), text: "anyone?" }), "user_not_found");
+});
+
+test("offline inbox: DMs to a known offline user are kept, counted as unread in the next session, and dm:read clears them on every tab", T, async () => {
+  const en = uname("inbox");
   const e = await h.connect(en);
-  assertOk(await call(a1, "dm:send", { to: en, text: "you there?" }));
   await h.close(e);
-  let last;
-  for (let i = 0; i < 20; i++) {
-    last = await call(a1, "dm:send", { to: en, text: "still there?" });
-    if (!last.ok) break;
-    await sleep(100);
-  }
-  assertError(last, "user_not_found");
+  const sender = a1.session.user.name;
+  const first = assertOk(await call(a1, "dm:send", { to: en, text: "while you were out 1" }));
+  const second = assertOk(await call(a1, "dm:send", { to: en, text: "while you were out 2" }));
+  // Back online with two tabs: the session says what is unread.
+  const tab1 = await h.connect(en);
+  const tab2 = await h.connect(en);
+  assert.deepEqual(tab1.session.unread, { [sender]: 2 });
+  const hist = assertOk(await call(tab1, "dm:history", { with: sender }));
+  assert.deepEqual(hist.messages.map((m) => m.id), [first.message.id, second.message.id]);
+  // Reading up to the first leaves one unread, on every tab of the reader.
+  const pushed = waitFor(tab2, "dm:read", (p) => p.with === sender);
+  assert.deepEqual(await call(tab1, "dm:read", { with: sender, upTo: first.message.id }), { ok: true, with: sender, unread: 1 });
+  assert.deepEqual(await pushed, { with: sender, upTo: first.message.id, unread: 1 });
+  assert.deepEqual(await call(tab2, "dm:read", { with: sender, upTo: second.message.id }), { ok: true, with: sender, unread: 0 });
+  const again = await h.connect(en);
+  assert.deepEqual(again.session.unread, {});
+  // The sender's own unread counts are untouched by what it sent.
+  assertError(await call(a1, "dm:read", { with: en }), "bad_request");
 });
 
 test("dm:send with NFC-equivalent recipient name reaches the user", T, async () => {

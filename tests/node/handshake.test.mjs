@@ -30,7 +30,7 @@ async function userEntry(socket, name, payload) {
 test("valid name gets session {user:{name}, rooms:['general']}", T, async () => {
   const name = uname("hs");
   const s = await h.connect(name);
-  assert.deepEqual(s.session, { user: { name }, rooms: ["general"] });
+  assert.deepEqual(s.session, { user: { name }, rooms: ["general"], unread: {} });
   assert.equal(s.connected, true);
 });
 
@@ -38,13 +38,13 @@ test("name of exactly 32 characters is accepted", T, async () => {
   const name = ("n" + uname("l")).padEnd(32, "z");
   assert.equal(name.length, 32);
   const s = await h.connect(name);
-  assert.deepEqual(s.session, { user: { name }, rooms: ["general"] });
+  assert.deepEqual(s.session, { user: { name }, rooms: ["general"], unread: {} });
 });
 
 test("names with '_', '.', '-' and digits are accepted", T, async () => {
   const name = `a_b.c-9_${uname("p")}`.slice(0, 32);
   const s = await h.connect(name);
-  assert.deepEqual(s.session, { user: { name }, rooms: ["general"] });
+  assert.deepEqual(s.session, { user: { name }, rooms: ["general"], unread: {} });
 });
 
 test("missing auth is refused with invalid_name", T, async () => {
@@ -79,7 +79,7 @@ test("NFC normalisation: decomposed 'Jose\\u0301' becomes 'José'", T, async () 
   const nfc = decomposed.normalize("NFC");
   assert.notEqual(decomposed, nfc);
   const s = await h.connect(decomposed);
-  assert.deepEqual(s.session, { user: { name: nfc }, rooms: ["general"] });
+  assert.deepEqual(s.session, { user: { name: nfc }, rooms: ["general"], unread: {} });
   const entry = await userEntry(s, nfc);
   assert.deepEqual(entry, { name: nfc, connections: 1 });
   assert.equal(await userEntry(s, decomposed), undefined, "the decomposed form must not be listed");
@@ -90,13 +90,13 @@ test("NFC normalisation happens before the length check (32 decomposed é = 64 c
   const nfc = decomposed.normalize("NFC");
   assert.equal([...nfc].length, 32);
   const s = await h.connect(decomposed);
-  assert.deepEqual(s.session, { user: { name: nfc }, rooms: ["general"] });
+  assert.deepEqual(s.session, { user: { name: nfc }, rooms: ["general"], unread: {} });
 });
 
 for (const name of ["Zoë", "李雷", "Ωmega_1.x-y", "user\u0663"]) {
   test(`unicode name ${JSON.stringify(name)} is accepted`, T, async () => {
     const s = await h.connect(name);
-    assert.deepEqual(s.session, { user: { name }, rooms: ["general"] });
+    assert.deepEqual(s.session, { user: { name }, rooms: ["general"], unread: {} });
     await h.close(s);
   });
 }
@@ -105,8 +105,8 @@ test("two connections with the same name both work; users:list shows connections
   const name = uname("tab");
   const a = await h.connect(name);
   const b = await h.connect(name);
-  assert.deepEqual(a.session, { user: { name }, rooms: ["general"] });
-  assert.deepEqual(b.session, { user: { name }, rooms: ["general"] });
+  assert.deepEqual(a.session, { user: { name }, rooms: ["general"], unread: {} });
+  assert.deepEqual(b.session, { user: { name }, rooms: ["general"], unread: {} });
   assert.deepEqual(await userEntry(a, name), { name, connections: 2 });
   assert.deepEqual(await userEntry(b, name, { room: "general" }), { name, connections: 2 });
   // both tabs are functional
@@ -153,14 +153,14 @@ test("--access-key: non-string key → unauthorized", T, async () => {
 test("--access-key: right key → session", T, async () => {
   const name = uname("k");
   const s = await keyed.connect(name, { auth: { name, key: "sekret" } });
-  assert.deepEqual(s.session, { user: { name }, rooms: ["general"] });
+  assert.deepEqual(s.session, { user: { name }, rooms: ["general"], unread: {} });
   assertOk(await call(s, "room:join", { room: "general" }));
 });
 
 test("server without --access-key ignores a key field", T, async () => {
   const name = uname("k");
   const s = await h.connect(name, { auth: { name, key: "whatever" } });
-  assert.deepEqual(s.session, { user: { name }, rooms: ["general"] });
+  assert.deepEqual(s.session, { user: { name }, rooms: ["general"], unread: {} });
 });
 
 test("server is still running after all refused handshakes", T, async () => {

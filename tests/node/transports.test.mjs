@@ -43,7 +43,7 @@ for (const c of cases) {
     }
     assert.equal(a.io.engine.transport.name, c.expect);
     assert.equal(b.io.engine.transport.name, c.expect);
-    assert.deepEqual(a.session, { user: { name: an }, rooms: ["general"] });
+    assert.deepEqual(a.session, { user: { name: an }, rooms: ["general"], unread: {} });
 
     const ja = await call(a, "room:join", { room });
     assert.deepEqual(ja, { ok: true, room, messages: [], hasMore: false, members: [an], memberCount: 1 });

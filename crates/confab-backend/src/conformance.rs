@@ -561,6 +561,75 @@ pub async fn client_id_makes_sends_idempotent(c: &dyn Cluster) {
     assert_eq!(h.items, vec![d1]);
 }
 
+/// DMs to a user count as unread per sender until marked read; marking read tells
+/// every node following the user; only users that ever connected are known.
+pub async fn dm_unread_and_mark_read(c: &dyn Cluster) {
+    let n = c.node().await;
+    let mut follower = c.node().await;
+    let (ann, bob) = (unique("ann"), unique("bob"));
+    follower
+        .broker
+        .subscribe(&Topic::User(bob.clone()))
+        .await
+        .unwrap();
+    assert!(!n.presence.is_known(&bob).await.unwrap());
+    n.presence.connect(&bob).await.unwrap();
+    n.presence.disconnect(&bob).await.unwrap();
+    assert!(
+        n.presence.is_known(&bob).await.unwrap(),
+        "known after a connect"
+    );
+    let dm = |from: &str, to: &str, text: &str| NewDm {
+        from: from.into(),
+        to: to.into(),
+        text: text.into(),
+        client_id: None,
+    };
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.push(
+            n.broker
+                .publish_dm(dm(&ann, &bob, &format!("{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    n.broker
+        .publish_dm(dm(&bob, &bob, "note to self"))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        assert!(matches!(recv(&mut follower.events).await, BusEvent::Dm(_)));
+    }
+    assert_eq!(
+        n.broker.dm_unread(&bob).await.unwrap(),
+        vec![(ann.clone(), 3)]
+    );
+    assert!(n.broker.dm_unread(&ann).await.unwrap().is_empty());
+    let left = n.broker.dm_mark_read(&bob, &ann, sent[1].id).await.unwrap();
+    assert_eq!(left, 1);
+    assert_eq!(
+        recv(&mut follower.events).await,
+        BusEvent::UserSignal {
+            user: bob.clone(),
+            signal: crate::UserSignal::DmRead {
+                with: ann.clone(),
+                up_to: sent[1].id,
+                unread: 1
+            }
+        }
+    );
+    assert_eq!(
+        n.broker.dm_unread(&bob).await.unwrap(),
+        vec![(ann.clone(), 1)]
+    );
+    assert_eq!(
+        n.broker.dm_mark_read(&bob, &ann, sent[2].id).await.unwrap(),
+        0
+    );
+    assert!(n.broker.dm_unread(&bob).await.unwrap().is_empty());
+}
+
 /// The backend reports ready when it can serve.
 pub async fn ready_when_serving(c: &dyn Cluster) {
     let n = c.node().await;
@@ -591,6 +660,7 @@ macro_rules! conformance_tests {
             signals_are_delivered_not_stored,
             presence_counts_connections,
             client_id_makes_sends_idempotent,
+            dm_unread_and_mark_read,
             ready_when_serving
         );
         #[test]

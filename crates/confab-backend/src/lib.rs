@@ -61,6 +61,19 @@ pub trait Broker: Send + Sync + 'static {
         query: HistoryQuery,
     ) -> Result<HistoryPage<DirectMessage>, BackendError>;
 
+    /// DMs sent to `user` and not yet marked read, per sender (sorted by sender).
+    async fn dm_unread(&self, user: &str) -> Result<Vec<(String, u64)>, BackendError>;
+
+    /// Mark the DMs from `peer` to `user` with ids up to `up_to` as read, tell every
+    /// node following `user` ([`UserSignal::DmRead`]), and return how many DMs from
+    /// `peer` remain unread.
+    async fn dm_mark_read(
+        &self,
+        user: &str,
+        peer: &str,
+        up_to: confab_core::MessageId,
+    ) -> Result<u64, BackendError>;
+
     /// Whether the backend can serve requests now (for `/readyz`).
     async fn ready(&self) -> bool;
 }
@@ -68,7 +81,8 @@ pub trait Broker: Send + Sync + 'static {
 /// Connection and room membership counts, cluster-wide.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
-    /// A connection of `user` came online; returns the user's connection count after.
+    /// A connection of `user` came online (the user is known from now on); returns
+    /// the user's connection count after.
     async fn connect(&self, user: &str) -> Result<u64, BackendError>;
     /// A connection of `user` went away; returns the user's connection count after.
     async fn disconnect(&self, user: &str) -> Result<u64, BackendError>;
@@ -88,6 +102,8 @@ pub trait Presence: Send + Sync + 'static {
     async fn online_users(&self, limit: usize) -> Result<(Vec<UserEntry>, u64), BackendError>;
     /// Connections of `user` anywhere (0 = offline).
     async fn connections(&self, user: &str) -> Result<u64, BackendError>;
+    /// Whether `user` ever connected (a known user can receive DMs while offline).
+    async fn is_known(&self, user: &str) -> Result<bool, BackendError>;
     /// Rooms with members, most members first, at most `limit`.
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomEntry>, BackendError>;
     /// Members count of each given room (0 for rooms without members).

@@ -10,7 +10,7 @@
 
 use crate::{
     dm_pair, now_ms, BackendConfig, BackendError, Broker, BusEvent, EventReceiver, EventSender,
-    HistoryPage, HistoryQuery, NewDm, NewMessage, Presence, Signal, Topic,
+    HistoryPage, HistoryQuery, NewDm, NewMessage, Presence, Signal, Topic, UserSignal,
 };
 use async_trait::async_trait;
 use confab_core::protocol::{RoomEntry, UserEntry};
@@ -104,6 +104,8 @@ struct Logs {
     subs: HashMap<Topic, HashSet<NodeId>>,
     nodes: HashMap<NodeId, EventSender>,
     idem: Idempotency,
+    /// recipient → sender → DMs not yet read.
+    unread: HashMap<String, BTreeMap<String, u64>>,
 }
 
 /// What a (user, client id) was first used for, kept for the idempotency window.
@@ -163,6 +165,7 @@ impl Logs {
 
 #[derive(Default)]
 struct PresenceState {
+    known: HashSet<String>,
     online: BTreeMap<String, u64>,
     rooms: HashMap<String, BTreeMap<String, u64>>,
 }
@@ -279,6 +282,14 @@ impl Broker for MemoryNode {
             client_id: draft.client_id,
         };
         log.push(dm.clone());
+        if dm.from != dm.to {
+            *logs
+                .unread
+                .entry(dm.to.clone())
+                .or_default()
+                .entry(dm.from.clone())
+                .or_insert(0) += 1;
+        }
         if let Some(k) = idem_key {
             let window = self.hub.config.idempotency_window;
             logs.idem.put(k, Original::Dm(dm.clone()), window);
@@ -342,6 +353,53 @@ impl Broker for MemoryNode {
         })
     }
 
+    async fn dm_unread(&self, user: &str) -> Result<Vec<(String, u64)>, BackendError> {
+        let logs = self.hub.logs.lock();
+        Ok(logs
+            .unread
+            .get(user)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default())
+    }
+
+    async fn dm_mark_read(
+        &self,
+        user: &str,
+        peer: &str,
+        up_to: MessageId,
+    ) -> Result<u64, BackendError> {
+        let (a, b) = dm_pair(user, peer);
+        let mut logs = self.hub.logs.lock();
+        let remaining = match logs.dms.get(&(a.to_owned(), b.to_owned())) {
+            Some(log) if user != peer => log
+                .read(HistoryQuery::After {
+                    id: up_to,
+                    limit: usize::MAX,
+                })
+                .items
+                .iter()
+                .filter(|d| d.from == peer)
+                .count() as u64,
+            _ => 0,
+        };
+        let per_user = logs.unread.entry(user.to_owned()).or_default();
+        if remaining > 0 {
+            per_user.insert(peer.to_owned(), remaining);
+        } else {
+            per_user.remove(peer);
+        }
+        let event = BusEvent::UserSignal {
+            user: user.to_owned(),
+            signal: UserSignal::DmRead {
+                with: peer.to_owned(),
+                up_to,
+                unread: remaining,
+            },
+        };
+        logs.deliver(&Topic::User(user.to_owned()), &event, None);
+        Ok(remaining)
+    }
+
     async fn ready(&self) -> bool {
         true
     }
@@ -390,7 +448,15 @@ fn entries(map: &BTreeMap<String, u64>, limit: usize) -> (Vec<UserEntry>, u64) {
 #[async_trait]
 impl Presence for MemoryNode {
     async fn connect(&self, user: &str) -> Result<u64, BackendError> {
-        Ok(incr(&mut self.hub.presence.lock().online, user))
+        let mut p = self.hub.presence.lock();
+        if !p.known.contains(user) {
+            p.known.insert(user.to_owned());
+        }
+        Ok(incr(&mut p.online, user))
+    }
+
+    async fn is_known(&self, user: &str) -> Result<bool, BackendError> {
+        Ok(self.hub.presence.lock().known.contains(user))
     }
 
     async fn disconnect(&self, user: &str) -> Result<u64, BackendError> {

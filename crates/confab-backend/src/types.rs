@@ -44,12 +44,24 @@ pub enum Signal {
     },
 }
 
+/// Ephemeral events for all the sockets of one user: delivered, never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UserSignal {
+    /// The user read their DMs from `with` up to `up_to`; `unread` from `with` remain.
+    DmRead {
+        with: String,
+        up_to: MessageId,
+        unread: u64,
+    },
+}
+
 /// What a node receives for its subscribed topics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BusEvent {
     Message(Message),
     Dm(DirectMessage),
     Signal { room: String, signal: Signal },
+    UserSignal { user: String, signal: UserSignal },
 }
 
 /// The receiving end of a node's events, in publish order per topic.

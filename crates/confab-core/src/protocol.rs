@@ -49,8 +49,9 @@ pub mod event {
     pub const DM_HISTORY: &str = "dm:history";
     pub const TYPING: &str = "typing";
     pub const USERS_LIST: &str = "users:list";
+    pub const DM_READ: &str = "dm:read";
     /// Every client → server event, for the fallback handler and docs.
-    pub const ALL: [&str; 9] = [
+    pub const ALL: [&str; 10] = [
         ROOM_JOIN,
         ROOM_LEAVE,
         ROOM_LIST,
@@ -60,6 +61,7 @@ pub mod event {
         DM_HISTORY,
         TYPING,
         USERS_LIST,
+        DM_READ,
     ];
 }
 
@@ -70,6 +72,7 @@ pub mod push {
     pub const DM_NEW: &str = "dm:new";
     pub const TYPING: &str = "typing";
     pub const ROOM_PRESENCE: &str = "room:presence";
+    pub const DM_READ: &str = "dm:read";
     pub const ERROR: &str = "error";
 }
 
@@ -298,6 +301,30 @@ impl Decode for DmHistory {
 }
 
 #[derive(Default, Deserialize)]
+struct RawDmRead {
+    with: Option<String>,
+    #[serde(rename = "upTo")]
+    up_to: Option<String>,
+}
+
+/// `dm:read {with, upTo}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DmRead {
+    pub with: String,
+    pub up_to: MessageId,
+}
+
+impl Decode for DmRead {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let r: RawDmRead = raw(payload, false)?;
+        Ok(Self {
+            with: validate::name(&required(r.with, "with")?)?,
+            up_to: required(id(r.up_to, "upTo")?, "upTo")?,
+        })
+    }
+}
+
+#[derive(Default, Deserialize)]
 struct RawTyping {
     room: Option<String>,
     typing: Option<bool>,
@@ -342,11 +369,29 @@ impl Decode for ListUsers {
 
 // ---- server → client payloads ----
 
-/// `session {user: {name}, rooms}`
+/// `session {user: {name}, rooms, unread}`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     pub user: SessionUser,
     pub rooms: Vec<String>,
+    /// Unread DMs per sender (received while offline, or not yet marked read).
+    pub unread: std::collections::BTreeMap<String, u64>,
+}
+
+/// Ack body of `dm:read`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmReadAck {
+    pub with: String,
+    pub unread: u64,
+}
+
+/// `dm:read {with, upTo, unread}` pushed to every socket of the reader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DmReadPush {
+    pub with: String,
+    pub up_to: MessageId,
+    pub unread: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -630,6 +675,30 @@ mod tests {
         assert_eq!(
             code(ListUsers::decode(json!({"room": "X"}), &limits())),
             ErrorCode::InvalidRoom
+        );
+    }
+
+    #[test]
+    fn dm_read_requires_with_and_up_to() {
+        let r = DmRead::decode(json!({"with": "ann", "upTo": "5-1"}), &limits()).unwrap();
+        assert_eq!(r.up_to, MessageId::new(5, 1));
+        assert_eq!(
+            code(DmRead::decode(json!({"with": "ann"}), &limits())),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(DmRead::decode(
+                json!({"with": "ann", "upTo": "x"}),
+                &limits()
+            )),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(DmRead::decode(
+                json!({"with": "a b", "upTo": "1-0"}),
+                &limits()
+            )),
+            ErrorCode::InvalidName
         );
     }
 

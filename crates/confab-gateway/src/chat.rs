@@ -11,9 +11,9 @@ use crate::session::Session;
 use crate::typing;
 use confab_backend::{HistoryQuery, NewDm, NewMessage, Signal, Topic};
 use confab_core::protocol::{
-    DmHistory, DmHistoryAck, EmptyAck, JoinAck, JoinRoom, LeaveAck, LeaveRoom, ListRooms,
-    ListUsers, RoomEntry, RoomHistory, RoomHistoryAck, RoomListAck, SendDm, SendMessage, SentAck,
-    Typing, UsersAck,
+    DmHistory, DmHistoryAck, DmRead, DmReadAck, EmptyAck, JoinAck, JoinRoom, LeaveAck, LeaveRoom,
+    ListRooms, ListUsers, RoomEntry, RoomHistory, RoomHistoryAck, RoomListAck, SendDm, SendMessage,
+    SentAck, Typing, UsersAck,
 };
 use confab_core::{ChatError, DirectMessage, ErrorCode, Message, MessageId};
 use socketioxide::extract::SocketRef;
@@ -252,10 +252,12 @@ pub async fn room_history(ctx: &Ctx, req: RoomHistory) -> Result<RoomHistoryAck,
 
 pub async fn send_dm(ctx: &Ctx, req: SendDm) -> Result<SentAck<DirectMessage>, ChatError> {
     let sh = &ctx.shared;
-    if req.to != ctx.session.name && sh.presence.connections(&req.to).await? == 0 {
+    // Offline users who connected before get the DM in their inbox (unread count
+    // in their next `session`); names never seen are refused.
+    if req.to != ctx.session.name && !sh.presence.is_known(&req.to).await? {
         return Err(ChatError::new(
             ErrorCode::UserNotFound,
-            format!("user `{}` is not online", req.to),
+            format!("no user `{}` has ever connected", req.to),
         ));
     }
     let message = sh
@@ -288,6 +290,18 @@ pub async fn dm_history(ctx: &Ctx, req: DmHistory) -> Result<DmHistoryAck, ChatE
         with: req.with,
         messages: page.items,
         has_more: page.has_more,
+    })
+}
+
+pub async fn dm_read(ctx: &Ctx, req: DmRead) -> Result<DmReadAck, ChatError> {
+    let unread = ctx
+        .shared
+        .broker
+        .dm_mark_read(&ctx.session.name, &req.with, req.up_to)
+        .await?;
+    Ok(DmReadAck {
+        with: req.with,
+        unread,
     })
 }
 

@@ -8,8 +8,8 @@
 
 use crate::gateway::Shared;
 use crate::metrics as m;
-use confab_backend::{BusEvent, EventReceiver, Signal};
-use confab_core::protocol::{push, PresencePush, TypingPush};
+use confab_backend::{BusEvent, EventReceiver, Signal, UserSignal};
+use confab_core::protocol::{push, DmReadPush, PresencePush, TypingPush};
 use confab_core::MessageId;
 use socketioxide::extract::SocketRef;
 use std::collections::HashMap;
@@ -94,6 +94,22 @@ async fn deliver(shared: &Shared, last: &mut HashMap<String, MessageId>, event: 
             let except = user_key(&user);
             let p = TypingPush { room, user, typing };
             io.to(key).except(except).emit(push::TYPING, &p).await
+        }
+        BusEvent::UserSignal {
+            user,
+            signal:
+                UserSignal::DmRead {
+                    with,
+                    up_to,
+                    unread,
+                },
+        } => {
+            let p = DmReadPush {
+                with,
+                up_to,
+                unread,
+            };
+            io.to(user_key(&user)).emit(push::DM_READ, &p).await
         }
         BusEvent::Signal {
             room,

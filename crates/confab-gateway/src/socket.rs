@@ -12,8 +12,8 @@ use crate::metrics as m;
 use crate::reply;
 use crate::session::{Rejected, Session};
 use confab_core::protocol::{
-    self, event, push, Decode, DmHistory, JoinRoom, LeaveRoom, ListRooms, ListUsers, RoomHistory,
-    SendDm, SendMessage, Session as SessionPush, SessionUser, Typing,
+    self, event, push, Decode, DmHistory, DmRead, JoinRoom, LeaveRoom, ListRooms, ListUsers,
+    RoomHistory, SendDm, SendMessage, Session as SessionPush, SessionUser, Typing,
 };
 use confab_core::{validate, ChatError, ErrorCode};
 use serde_json::Value;
@@ -65,13 +65,21 @@ pub fn attach(io: &SocketIo, shared: Arc<Shared>) {
         let shared = mw_shared.clone();
         async move { handshake(shared, s, auth.unwrap_or(Value::Null)).await }
     };
-    let connected = |s: SocketRef| async move {
+    let connected = move |s: SocketRef| async move {
         if let Some(session) = s.extensions.get::<Arc<Session>>() {
+            let unread = match shared.broker.dm_unread(&session.name).await {
+                Ok(u) => u.into_iter().collect(),
+                Err(e) => {
+                    tracing::warn!(user = %session.name, "unread counts unavailable: {e}");
+                    Default::default()
+                }
+            };
             let payload = SessionPush {
                 user: SessionUser {
                     name: session.name.clone(),
                 },
                 rooms: session.rooms(),
+                unread,
             };
             if s.emit(push::SESSION, &payload).is_err() {
                 m::send_failed("session");
@@ -248,6 +256,7 @@ async fn handle(ctx: Ctx, name: String, wants_ack: bool, data: Value, ack: AckSe
         event::DM_HISTORY => run!(DmHistory, chat::dm_history),
         event::TYPING => run!(Typing, chat::typing),
         event::USERS_LIST => run!(ListUsers, chat::list_users),
+        event::DM_READ => run!(DmRead, chat::dm_read),
         other => reply::send::<()>(
             &ctx.socket,
             ack,

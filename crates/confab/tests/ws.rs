@@ -42,7 +42,7 @@ async fn session_event_and_handshake_refusals() {
         assert_eq!(ev.name, "session", "the first push is the session");
         assert_eq!(
             ev.data,
-            json!({"user": {"name": "alice"}, "rooms": ["general"]})
+            json!({"user": {"name": "alice"}, "rooms": ["general"], "unread": {}})
         );
 
         // NFC normalisation of the handshake name.
@@ -459,19 +459,28 @@ async fn direct_messages() {
             &call(&a, "dm:history", json!({"with": "bob", "limit": 201})).await,
             "bad_request",
         );
-        // A recipient who went offline is user_not_found.
+        // A name that never connected is user_not_found; a known user who went
+        // offline gets the DM in their inbox (unread in the next session).
+        assert_err(
+            &call(&a, "dm:send", json!({"to": "nobody", "text": "hi"})).await,
+            "user_not_found",
+        );
         drop(b1);
         b2.close().await;
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let ack = call(&a, "dm:send", json!({"to": "bob", "text": "gone?"})).await;
-            if ack["ok"] == false {
-                assert_err(&ack, "user_not_found");
-                break;
-            }
-            assert!(Instant::now() < deadline, "bob still online after closing");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let ack = call(&a, "dm:send", json!({"to": "bob", "text": "gone?"})).await;
+        assert_eq!(ack["ok"], true, "{ack}");
+        let mut b3 = s.connect("bob").await;
+        let sess = b3.wait_for("session", |_| true, WAIT).await.unwrap();
+        // Bob never marked anything read: every DM alice sent him is unread.
+        let hist = call(&b3, "dm:history", json!({"with": "alice", "limit": 200})).await;
+        let from_alice = hist["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["from"] == "alice")
+            .count();
+        assert!(from_alice >= 1);
+        assert_eq!(sess["unread"]["alice"], json!(from_alice), "{sess}");
     })
     .await;
 }

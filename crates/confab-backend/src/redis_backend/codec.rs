@@ -93,6 +93,25 @@ pub(crate) fn decode_frame(topic: &Topic, payload: &[u8]) -> Result<BusEvent, Ba
             let (id, body) = split_id(rest).ok_or_else(|| bad("id"))?;
             Ok(BusEvent::Dm(decode::<StoredDm>(body)?.into_dm(id)))
         }
+        (b'R', Topic::User(user)) => {
+            let sp = rest
+                .iter()
+                .position(|c| *c == b' ')
+                .ok_or_else(|| bad("count"))?;
+            let unread = std::str::from_utf8(&rest[..sp])
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| bad("count"))?;
+            let (with, up_to): (String, MessageId) = decode(&rest[sp + 1..])?;
+            Ok(BusEvent::UserSignal {
+                user: user.clone(),
+                signal: crate::UserSignal::DmRead {
+                    with,
+                    up_to,
+                    unread,
+                },
+            })
+        }
         _ => Err(bad("unexpected tag")),
     }
 }

@@ -53,6 +53,16 @@ impl Keys {
         format!("{}:user:{{{user}}}:peers", self.prefix)
     }
 
+    /// Hash of a user's unread DMs, sender → count: `confab:unread:{<user>}`.
+    pub(crate) fn unread(&self, user: &str) -> String {
+        format!("{}:unread:{{{user}}}", self.prefix)
+    }
+
+    /// Set of every user that ever connected: `confab:users`.
+    pub(crate) fn known_users(&self) -> String {
+        format!("{}:users", self.prefix)
+    }
+
     /// Idempotency record of a client id: `confab:idem:{<user>}:<kind>:<client id>`
     /// (kind `room` or `dm`), holding the original message for the window.
     pub(crate) fn idempotency(&self, user: &str, kind: &str, client_id: &str) -> String {

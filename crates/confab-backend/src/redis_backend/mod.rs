@@ -590,6 +590,7 @@ impl Broker for RedisNode {
             .key(s.keys.user_peers(&stored.from))
             .key(s.keys.user_peers(&stored.to))
             .key(idem)
+            .key(s.keys.unread(&stored.to))
             .arg(s.retention())
             .arg(encode(&stored)?)
             .arg(s.keys.user_channel(&stored.from))
@@ -645,6 +646,31 @@ impl Broker for RedisNode {
         })
     }
 
+    async fn dm_unread(&self, user: &str) -> Result<Vec<(String, u64)>, BackendError> {
+        let s = &self.shared;
+        let map: std::collections::BTreeMap<String, u64> = s
+            .query(redis::cmd("HGETALL").arg(s.keys.unread(user)))
+            .await?;
+        Ok(map.into_iter().filter(|(_, n)| *n > 0).collect())
+    }
+
+    async fn dm_mark_read(
+        &self,
+        user: &str,
+        peer: &str,
+        up_to: MessageId,
+    ) -> Result<u64, BackendError> {
+        let s = &self.shared;
+        let mut inv = scripts::DM_MARK_READ.prepare_invoke();
+        inv.key(s.keys.dm_log(user, peer))
+            .key(s.keys.unread(user))
+            .arg(format!("({up_to}"))
+            .arg(peer)
+            .arg(s.keys.user_channel(user))
+            .arg(encode(&(peer, up_to))?);
+        s.invoke(&inv).await
+    }
+
     async fn ready(&self) -> bool {
         self.shared.connected.load(Ordering::SeqCst)
             && !self.shared.cancel.is_cancelled()
@@ -656,13 +682,24 @@ impl Broker for RedisNode {
 impl Presence for RedisNode {
     async fn connect(&self, user: &str) -> Result<u64, BackendError> {
         let s = &self.shared;
-        s.presence_add(
-            &s.keys.presence_online(),
-            user,
-            &conn_online_field(user),
-            None,
-        )
-        .await
+        let n = s
+            .presence_add(
+                &s.keys.presence_online(),
+                user,
+                &conn_online_field(user),
+                None,
+            )
+            .await?;
+        let _: i64 = s
+            .query(redis::cmd("SADD").arg(s.keys.known_users()).arg(user))
+            .await?;
+        Ok(n)
+    }
+
+    async fn is_known(&self, user: &str) -> Result<bool, BackendError> {
+        let s = &self.shared;
+        s.query(redis::cmd("SISMEMBER").arg(s.keys.known_users()).arg(user))
+            .await
     }
 
     async fn disconnect(&self, user: &str) -> Result<u64, BackendError> {

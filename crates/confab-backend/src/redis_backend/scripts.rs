@@ -38,7 +38,8 @@ return {1, id}
 /// Append a DM to its conversation, index the peers, publish to both users.
 ///
 /// `KEYS[1]` pair stream, `KEYS[2]` sender's peers zset, `KEYS[3]` recipient's peers zset,
-/// `KEYS[4]` idempotency key (`''` without client id).
+/// `KEYS[4]` idempotency key (`''` without client id), `KEYS[5]` recipient's unread hash
+/// (sender → count, incremented unless it is a note to self).
 /// `ARGV[1]` retention, `ARGV[2]` msgpack body, `ARGV[3]` sender channel, `ARGV[4]`
 /// recipient channel, `ARGV[5]` sender, `ARGV[6]` recipient, `ARGV[7]` idempotency
 /// window in seconds. Returns `{1, id}`, or `{0, '<id>|<body>'}` for a client id the
@@ -52,9 +53,12 @@ if KEYS[4] ~= '' then
   local prev = redis.call('GET', KEYS[4])
   if prev then return {0, prev} end
 end
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'b', ARGV[2])
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'b', ARGV[2], 'f', ARGV[5])
 if KEYS[4] ~= '' then
   redis.call('SET', KEYS[4], id .. '|' .. ARGV[2], 'EX', ARGV[7])
+end
+if ARGV[5] ~= ARGV[6] then
+  redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
 end
 local ms = string.match(id, '^(%d+)-')
 redis.call('ZADD', KEYS[2], ms, ARGV[6])
@@ -231,6 +235,33 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[2])
 return left
+"#,
+    )
+});
+
+/// Mark DMs read: count the DMs from the peer newer than `up_to` (entries carry the
+/// sender in field `f`), store that as the unread count and tell the user's nodes.
+///
+/// `KEYS[1]` pair stream, `KEYS[2]` the user's unread hash. `ARGV[1]` `(<up_to>`,
+/// `ARGV[2]` peer, `ARGV[3]` the user's channel, `ARGV[4]` msgpack of (peer, up_to).
+/// Publishes `'R' <unread> ' ' <ARGV[4]>` and returns the unread count.
+pub(crate) static DM_MARK_READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local n = 0
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[1], '+')) do
+  local f = e[2]
+  for i = 1, #f, 2 do
+    if f[i] == 'f' and f[i + 1] == ARGV[2] then n = n + 1 end
+  end
+end
+if n > 0 then
+  redis.call('HSET', KEYS[2], ARGV[2], n)
+else
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+redis.call('PUBLISH', ARGV[3], 'R' .. n .. ' ' .. ARGV[4])
+return n
 "#,
     )
 });

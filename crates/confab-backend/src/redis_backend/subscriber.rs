@@ -93,7 +93,7 @@ impl Cursors {
                     }
                 }
             }
-            BusEvent::Signal { .. } => {}
+            BusEvent::Signal { .. } | BusEvent::UserSignal { .. } => {}
         }
         let _ = tx.send(ev);
         true
