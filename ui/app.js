@@ -14,6 +14,10 @@ const ROOM_LIST_INTERVAL_MS = 10000;
 const HISTORY_PAGE = 50;
 const MAX_TEXT = 4000;
 const ROOM_RE = /^[a-z0-9][a-z0-9_-]{0,63}$/;
+// The server's name rule (Rust char::is_alphanumeric, '_', '.', '-'), after NFC.
+const NAME_RE = /^[\p{Alphabetic}\p{N}_.-]{1,32}$/u;
+const READ_RETRY_MS = 2000;
+const EXPECT_MS = 5000; // how long unread counted by a dm:read push may still arrive as dm:new
 const NEAR_TOP_PX = 80;
 const NEAR_BOTTOM_PX = 60;
 
@@ -35,6 +39,8 @@ const ui = {
   rooms: $("rooms"),
   dms: $("dms"),
   dmsEmpty: $("dms-empty"),
+  dmToForm: $("dm-to-form"),
+  dmToInput: $("dm-to-input"),
   users: $("users"),
   usersTitle: $("users-title"),
   paneTitle: $("pane-title"),
@@ -132,6 +138,14 @@ class Conversation {
     this.members = new Map(); // name -> connections
     this.memberTotal = 0;
     this.typers = new Map(); // name -> timeout handle
+    // DMs only: read state shared with the server (dm:read)
+    this.lastPeerId = null; // greatest id held of a message from the peer
+    this.seenUpTo = null; // greatest id from the peer the user has had in front of them
+    this.readUpTo = null; // greatest upTo the server confirmed (ack or dm:read push)
+    this.readInFlight = false;
+    this.needsRead = false; // the server may count unread DMs from the peer
+    this.expect = 0; // unread the server counted that have not reached us yet
+    this.expectUntil = 0;
   }
   oldestId() {
     for (const e of this.entries) if (e.id) return e.id;
@@ -330,6 +344,7 @@ function wireSocket(socket, typedName, key) {
 
   socket.on("message:new", mine(onMessageNew));
   socket.on("dm:new", mine(onDmNew));
+  socket.on("dm:read", mine(onDmRead));
   socket.on("typing", mine(onTyping));
   socket.on("room:presence", mine(onPresence));
   socket.on("error", mine((e) => {
@@ -340,7 +355,7 @@ function wireSocket(socket, typedName, key) {
   clearInterval(state.roomListTimer);
   state.roomListTimer = setInterval(mine(() => {
     refreshRoomList();
-    if (state.view?.kind === "dm") refreshEveryone();
+    refreshCurrentUsers();
   }), ROOM_LIST_INTERVAL_MS);
 }
 
@@ -361,6 +376,7 @@ async function onSession(socket, session) {
   state.connectedOnce = true;
   if (session?.user?.name) state.me = session.user.name;
   localStorage.setItem(NAME_KEY, state.me);
+  seedUnread(session?.unread);
   showChat();
   renderAll();
 
@@ -402,6 +418,7 @@ async function onSession(socket, session) {
     if (conv.loaded) loadLatestDm(conv).catch(() => {});
   }
   if (state.view?.kind === "dm" && !state.view.loaded) loadLatestDm(state.view).catch((e) => toast(describe(e)));
+  for (const conv of state.dms.values()) markRead(conv); // reads not sent before the disconnect
   for (const conv of [...state.rooms.values(), ...state.dms.values()]) {
     for (const p of conv.pending.values()) if (p.status === "sending") trySend(p);
   }
@@ -517,15 +534,27 @@ async function refreshRoomList() {
   }
 }
 
-async function refreshUsers(conv) {
+async function refreshUsers(conv, { quiet = false } = {}) {
+  if (quiet && !state.socket?.connected) return;
   try {
     const ack = await request("users:list", { room: conv.name });
+    if (state.rooms.get(conv.name) !== conv) return; // left meanwhile
     conv.members = new Map((ack.users ?? []).map((u) => [u.name, u.connections]));
     conv.memberTotal = ack.total ?? conv.members.size;
-    if (state.view === conv) renderUsers();
+    if (state.view === conv) {
+      renderUsers();
+      renderPaneHeader();
+    }
   } catch (e) {
-    if (e.code !== "offline" && e.code !== "disconnected") toast(`Could not load users: ${describe(e)}`);
+    if (!quiet && e.code !== "offline" && e.code !== "disconnected") toast(`Could not load users: ${describe(e)}`);
   }
+}
+
+/** Reloads the user list the current view shows (member counts can drift, e.g. after a gateway loss). */
+function refreshCurrentUsers() {
+  const conv = state.view;
+  if (conv?.kind === "room" && conv.joined) refreshUsers(conv, { quiet: true });
+  else if (conv?.kind === "dm") refreshEveryone();
 }
 
 async function refreshEveryone() {
@@ -549,6 +578,7 @@ function schedulePresenceRefresh() {
     state.presenceRefreshTimer = null;
     refreshRoomList();
     refreshEveryone();
+    if (state.view?.kind === "room" && state.view.joined) refreshUsers(state.view, { quiet: true });
   }, 1000);
 }
 
@@ -561,6 +591,7 @@ function clearTimeline(conv) {
   conv.ids.clear();
   conv.clientIds.clear();
   conv.lastId = null;
+  conv.lastPeerId = null;
 }
 
 function insertEntry(conv, entry) {
@@ -589,9 +620,17 @@ function addMessage(conv, msg, { count = true } = {}) {
     else if (conv.clientIds.has(msg.clientId)) return false; // a retried send stored twice
     conv.clientIds.add(msg.clientId);
   }
-  const entry = { key: [...parseId(msg.id), 0], id: msg.id, el: renderMessage(msg) };
+  const fromPeer = conv.kind === "dm" && msg.from === conv.name && msg.from !== state.me;
+  if (fromPeer && (!conv.lastPeerId || compareIds(msg.id, conv.lastPeerId) > 0)) conv.lastPeerId = msg.id;
+  const entry = { key: [...parseId(msg.id), 0], id: msg.id, from: msg.from, el: renderMessage(msg) };
   insertEntry(conv, entry);
-  if (count && msg.from !== state.me && state.view !== conv) conv.unread++;
+  if (count && msg.from !== state.me) {
+    if (fromPeer) conv.needsRead = true;
+    if (!isReading(conv)) {
+      if (fromPeer && conv.expect > 0 && Date.now() < conv.expectUntil) conv.expect--; // already counted
+      else conv.unread++;
+    }
+  }
   updateTitle();
   return true;
 }
@@ -731,7 +770,7 @@ function onMessageNew(msg) {
   }
   if (addMessage(conv, msg)) {
     if (state.view === conv && (atBottom || msg.from === state.me)) scrollToBottom();
-    if (state.view !== conv) renderRooms();
+    if (!isReading(conv)) renderRooms();
   }
 }
 
@@ -754,6 +793,7 @@ function onDmNew(msg) {
   const atBottom = state.view === conv && isAtBottom();
   if (addMessage(conv, msg)) {
     if (state.view === conv && (atBottom || msg.from === state.me)) scrollToBottom();
+    markRead(conv);
   }
   renderDms();
 }
@@ -814,6 +854,106 @@ function openDm(peer) {
   showConversation(getDm(peer));
 }
 
+/** The user sees this conversation right now: it is the current view of a visible page. */
+function isReading(conv) {
+  return state.view === conv && document.visibilityState === "visible";
+}
+
+/** `session.unread` is the server's count of unread DMs per sender: it replaces ours. */
+function seedUnread(unread) {
+  if (!unread || typeof unread !== "object") return; // (session fallback: keep local counts)
+  for (const conv of state.dms.values()) {
+    conv.expect = 0;
+    if (!Object.hasOwn(unread, conv.name)) {
+      conv.unread = 0;
+      conv.needsRead = false;
+    }
+  }
+  for (const [peer, n] of Object.entries(unread)) {
+    if (typeof n !== "number" || !(n > 0) || peer === state.me) continue;
+    const conv = getDm(peer);
+    conv.unread = isReading(conv) ? 0 : n;
+    conv.needsRead = true;
+  }
+  updateTitle();
+}
+
+/**
+ * Notes what the user has seen of `conv` (everything held, if they are reading it) and
+ * tells the server with dm:read {upTo: the greatest id seen from the peer}: at most one
+ * dm:read in flight per conversation, none when nothing new was seen.
+ */
+function markRead(conv) {
+  if (conv.kind !== "dm" || conv.name === state.me || state.dms.get(conv.name) !== conv) return;
+  if (isReading(conv) && conv.lastPeerId && (!conv.seenUpTo || compareIds(conv.lastPeerId, conv.seenUpTo) > 0)) {
+    conv.seenUpTo = conv.lastPeerId;
+  }
+  if (conv.readInFlight || !conv.needsRead || !conv.seenUpTo) return;
+  if (conv.readUpTo && compareIds(conv.seenUpTo, conv.readUpTo) <= 0) return;
+  if (!state.socket?.connected) return; // onSession tries again
+  const upTo = conv.seenUpTo;
+  const socket = state.socket;
+  conv.readInFlight = true;
+  conv.needsRead = false;
+  request("dm:read", { with: conv.name, upTo }).then(
+    (ack) => {
+      conv.readInFlight = false;
+      if (state.socket !== socket) return;
+      applyRead(conv, upTo, ack.unread);
+      markRead(conv); // more may have been seen meanwhile
+    },
+    (e) => {
+      conv.readInFlight = false;
+      if (state.socket !== socket) return;
+      conv.needsRead = true;
+      // offline/disconnected: onSession marks the open conversation read again.
+      if (RETRYABLE.has(e.code)) {
+        setTimeout(() => markRead(conv), READ_RETRY_MS);
+      } else if (e.code !== "offline" && e.code !== "disconnected") {
+        conv.needsRead = false; // not worth retrying in a loop
+        console.warn(`dm:read ${conv.name} failed: ${describe(e)}`);
+      }
+    },
+  );
+}
+
+/** The server's read state for a conversation (from a dm:read ack or push). */
+function applyRead(conv, upTo, unread) {
+  if (typeof upTo === "string" && (!conv.readUpTo || compareIds(upTo, conv.readUpTo) > 0)) conv.readUpTo = upTo;
+  const n = typeof unread === "number" && unread > 0 ? unread : 0;
+  conv.needsRead = n > 0;
+  if (isReading(conv)) {
+    conv.unread = 0;
+    conv.expect = 0;
+  } else {
+    // Of the DMs from the peer newer than upTo, those the user has seen here are about
+    // to be marked read (not counted); those not held yet are on their way as dm:new
+    // (counted now, not again when they arrive).
+    let held = 0;
+    let seen = 0;
+    for (let i = conv.entries.length - 1; i >= 0; i--) {
+      const e = conv.entries[i];
+      if (!e.id) continue;
+      if (compareIds(e.id, upTo) <= 0) break;
+      if (e.from !== conv.name) continue;
+      held++;
+      if (conv.seenUpTo && compareIds(e.id, conv.seenUpTo) <= 0) seen++;
+    }
+    conv.unread = Math.max(0, n - seen);
+    conv.expect = Math.max(0, n - held);
+    conv.expectUntil = Date.now() + EXPECT_MS;
+  }
+  markRead(conv);
+  updateTitle();
+  renderDms();
+}
+
+function onDmRead(p) {
+  if (!p || typeof p.with !== "string" || typeof p.upTo !== "string") return;
+  const conv = p.unread > 0 ? getDm(p.with) : state.dms.get(p.with);
+  if (conv) applyRead(conv, p.upTo, p.unread);
+}
+
 async function loadLatestDm(conv) {
   const ack = await request("dm:history", { with: conv.name, limit: HISTORY_PAGE });
   const msgs = ack.messages ?? [];
@@ -829,6 +969,7 @@ async function loadLatestDm(conv) {
     updateHistoryStatus();
     maybeFill(conv);
   }
+  markRead(conv);
 }
 
 // ---------------------------------------------------------------------------
@@ -927,19 +1068,28 @@ function showConversation(conv) {
   if (!conv) return;
   if (state.view !== conv) {
     stopTyping();
-    if (state.view) state.view.savedScroll = isAtBottom() ? null : ui.messages.scrollTop;
+    const prev = state.view;
+    if (prev) prev.savedScroll = isAtBottom() ? null : ui.messages.scrollTop;
+    // A DM conversation opened but never used does not stay in the list.
+    if (prev?.kind === "dm" && !prev.entries.length && !prev.pending.size && !prev.unread && state.dms.get(prev.name) === prev) {
+      state.dms.delete(prev.name);
+    }
     state.view = conv;
     ui.list.replaceChildren(...conv.entries.map((e) => e.el), ...[...conv.pending.values()].map((p) => p.el));
     if (conv.savedScroll == null) scrollToBottom();
     else ui.messages.scrollTop = conv.savedScroll;
   }
-  conv.unread = 0;
+  if (document.visibilityState === "visible") {
+    conv.unread = 0;
+    conv.expect = 0;
+  }
   updateTitle();
   renderView();
   if (conv.kind === "room") refreshUsers(conv);
   else {
     refreshEveryone();
     if (!conv.loaded) loadLatestDm(conv).catch((e) => toast(`Could not load conversation: ${describe(e)}`));
+    markRead(conv);
   }
   maybeFill(conv);
   ui.composer.focus();
@@ -983,7 +1133,11 @@ function renderPaneHeader() {
     ui.paneTitle.textContent = `@${conv.name}`;
     const online = state.everyone.has(conv.name) || conv.name === state.me;
     ui.paneSubtitle.textContent =
-      conv.name === state.me ? "notes to self" : online ? "private conversation · online" : "private conversation · offline";
+      conv.name === state.me
+        ? "notes to self"
+        : online
+          ? "private conversation · online"
+          : "private conversation · offline (messages wait in their inbox)";
   }
 }
 
@@ -1156,6 +1310,32 @@ ui.roomForm.addEventListener("submit", async (ev) => {
   } catch (e) {
     toast(`Could not join #${name}: ${describe(e)}`);
   }
+});
+
+ui.dmToForm.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const name = ui.dmToInput.value.trim().replace(/^@/, "").normalize("NFC");
+  if (!name) return;
+  if (!NAME_RE.test(name)) {
+    toast("User names are 1–32 letters, digits, '_', '.' or '-'");
+    return;
+  }
+  ui.dmToInput.value = "";
+  openDm(name);
+});
+
+// Coming back to the page reads what arrived in the open conversation meanwhile.
+document.addEventListener("visibilitychange", () => {
+  const conv = state.view;
+  if (!conv || document.visibilityState !== "visible") return;
+  if (conv.unread) {
+    conv.unread = 0;
+    conv.expect = 0;
+    updateTitle();
+    renderRooms();
+    renderDms();
+  }
+  if (conv.kind === "dm") markRead(conv);
 });
 
 ui.leaveRoom.addEventListener("click", () => {

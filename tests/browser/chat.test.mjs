@@ -30,12 +30,8 @@ const LAUNCH = {
   timeout: 30000,
 };
 
-/** Opens a fresh context + page, logs in as `name`, waits until online in #general. */
-async function openUser(browser, url, name) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
-  context.setDefaultTimeout(WAIT_MS);
-  const page = await context.newPage();
-  const user = { name, context, page, problems: [], dialogs: [], cspHeader: null };
+/** Collects console errors, page errors and dialogs of `page` into `user`. */
+function watch(user, page) {
   page.on("console", (m) => {
     if (m.type() === "error") user.problems.push(`console error: ${m.text()} @ ${m.location()?.url ?? ""}`);
   });
@@ -44,16 +40,52 @@ async function openUser(browser, url, name) {
     user.dialogs.push(`${d.type()}: ${d.message()}`);
     d.dismiss().catch(() => {});
   });
+}
+
+/** Waits until the page is online with #general joined and shown. */
+async function waitInGeneral(page) {
+  await waitText(page, "#conn-state", "online");
+  await page.locator('#rooms li.joined.active[data-room="general"]').waitFor();
+  await waitText(page, "#pane-title", "#general");
+}
+
+/** Opens a fresh context + page, logs in as `name`, waits until online in #general. */
+async function openUser(browser, url, name) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  context.setDefaultTimeout(WAIT_MS);
+  const page = await context.newPage();
+  const user = { name, context, page, problems: [], dialogs: [], cspHeader: null };
+  watch(user, page);
   const resp = await page.goto(`${url}/`, { waitUntil: "load", timeout: WAIT_MS });
   assert.equal(resp.status(), 200, "GET / status");
   user.cspHeader = resp.headers()["content-security-policy"] ?? null;
   await page.locator("#name-input").fill(name);
   await page.locator("#name-submit").click();
-  await waitText(page, "#conn-state", "online");
-  await page.locator('#rooms li.joined.active[data-room="general"]').waitFor();
-  await waitText(page, "#pane-title", "#general");
+  await waitInGeneral(page);
   return user;
 }
+
+/** A second tab of `user` (same context: the saved name logs it in by itself). */
+async function openTab(user, url, label) {
+  const page = await user.context.newPage();
+  const tab = { name: label, context: user.context, page, problems: [], dialogs: [], cspHeader: null };
+  watch(tab, page);
+  const resp = await page.goto(`${url}/`, { waitUntil: "load", timeout: WAIT_MS });
+  assert.equal(resp.status(), 200, "GET / status");
+  tab.cspHeader = resp.headers()["content-security-policy"] ?? null;
+  await waitInGeneral(page);
+  assert.equal(await page.locator("#me").textContent(), user.name, `${label} is logged in as ${user.name}`);
+  return tab;
+}
+
+/** Waits until document.title is exactly `title`. */
+function waitTitle(page, title, timeout = WAIT_MS) {
+  return page.waitForFunction((t) => document.title === t, title, { timeout }).catch(async (e) => {
+    throw new Error(`waiting for title ${JSON.stringify(title)}; saw ${JSON.stringify(await page.title().catch(() => "?"))}: ${e.message}`);
+  });
+}
+
+const badgeOf = (peer) => `#dms li[data-user="${peer}"] .badge`;
 
 /** Waits until some element matching `selector` has exactly `text` as textContent. */
 function waitText(page, selector, text, timeout = WAIT_MS) {
@@ -225,6 +257,112 @@ test("two people chat through the web UI", { timeout: 180000 }, async (t) => {
       await bob.page.locator('#rooms li[data-room="general"] button').click();
       await waitText(bob.page, "#pane-title", "#general");
       assert.ok(!(await listTexts(bob.page)).includes("psst, a private word"));
+    });
+
+    await t.test("a DM to a known offline user: carol came once and left; alice writes to her (new message to…)", async () => {
+      const first = await openUser(browser, server.url, "carol");
+      try {
+        // alice is in the DM view with bob: her user list shows who is online
+        await alice.page.locator('#users li[data-user="carol"]').waitFor();
+        assert.deepEqual(first.problems, [], `carol's first visit: ${first.problems.join("\n")}`);
+        assert.deepEqual(first.dialogs, [], "carol's first visit: dialogs");
+      } finally {
+        await first.context.close();
+      }
+      await alice.page.locator('#users li[data-user="carol"]').waitFor({ state: "detached" });
+
+      await alice.page.locator("#dm-to-input").fill("carol");
+      await alice.page.locator("#dm-to-submit").click();
+      await waitText(alice.page, "#pane-title", "@carol");
+      await alice.page.locator('#dms li.active[data-user="carol"]').waitFor();
+      await waitText(alice.page, "#pane-subtitle", "private conversation · offline (messages wait in their inbox)");
+      assert.equal(await alice.page.locator("#dm-to-input").inputValue(), "", "the field is emptied");
+      await send(alice.page, "while you were away");
+      const m = await waitMessage(alice.page, "while you were away");
+      assert.equal(m.from, "alice");
+      await alice.page.locator("#message-list .message.pending").waitFor({ state: "detached" });
+      assert.equal(await alice.page.locator("#message-list .message.failed").count(), 0, "not failed");
+      assert.ok(await alice.page.locator("#toast").isHidden(), "no error toast");
+      await mkdir(ARTIFACTS, { recursive: true });
+      await alice.page.screenshot({ path: path.join(ARTIFACTS, "alice-dm-offline.png"), timeout: WAIT_MS });
+    });
+
+    await t.test("a DM to a name that never connected fails with user_not_found, as before", async () => {
+      await alice.page.locator("#dm-to-input").fill("nobody");
+      await alice.page.locator("#dm-to-input").press("Enter");
+      await waitText(alice.page, "#pane-title", "@nobody");
+      await send(alice.page, "anyone there?");
+      const failed = alice.page.locator("#message-list .message.failed");
+      await failed.waitFor();
+      assert.match(await failed.locator(".status").textContent(), /^not sent: .*nobody.* Retry · Discard$/);
+      await alice.page.waitForFunction(() => /\(user_not_found\)$/.test(document.querySelector("#toast:not(.hidden)")?.textContent ?? ""));
+      await failed.locator("button", { hasText: "Discard" }).click();
+      await failed.waitFor({ state: "detached" });
+      await alice.page.locator("#toast").click();
+      await alice.page.locator("#toast").waitFor({ state: "hidden" });
+      // back to carol: the unused conversation with nobody leaves the DM list
+      await alice.page.locator('#dms li[data-user="carol"] button').click();
+      await waitText(alice.page, "#pane-title", "@carol");
+      await waitMessage(alice.page, "while you were away");
+      assert.equal(await alice.page.locator('#dms li[data-user="nobody"]').count(), 0, "no @nobody left in the DM list");
+    });
+
+    let carol;
+    let carol2;
+    await t.test("carol comes back: the DM waits with an unread badge, in every tab; reading it clears them all", async () => {
+      carol = await openUser(browser, server.url, "carol");
+      users.push(carol);
+      await waitText(carol.page, badgeOf("alice"), "1");
+      await waitTitle(carol.page, "(1) confab");
+      assert.equal(await carol.page.locator("#pane-title").textContent(), "#general", "not opened by itself");
+      carol2 = await openTab(carol, server.url, "carol-tab2");
+      users.push(carol2);
+      await waitText(carol2.page, badgeOf("alice"), "1");
+      await waitTitle(carol2.page, "(1) confab");
+      await mkdir(ARTIFACTS, { recursive: true });
+      await carol.page.screenshot({ path: path.join(ARTIFACTS, "carol-unread.png"), timeout: WAIT_MS });
+
+      await carol.page.locator('#dms li[data-user="alice"] button').click();
+      await waitText(carol.page, "#pane-title", "@alice");
+      const m = await waitMessage(carol.page, "while you were away");
+      assert.equal(m.from, "alice");
+      await carol.page.locator(badgeOf("alice")).waitFor({ state: "detached" });
+      await waitTitle(carol.page, "confab");
+      // the other tab hears of it (dm:read push) and clears its badge too
+      await carol2.page.locator(badgeOf("alice")).waitFor({ state: "detached" });
+      await waitTitle(carol2.page, "confab");
+      assert.equal(await carol2.page.locator('#dms li[data-user="alice"]').count(), 1, "the conversation stays listed");
+    });
+
+    await t.test("a DM arriving while carol reads the conversation is read at once: no badge anywhere, none after a reload", async () => {
+      await send(alice.page, "welcome back");
+      assert.equal((await waitMessage(carol.page, "welcome back")).from, "alice");
+      // carol's other tab may show the badge for a moment, until the dm:read push
+      await carol2.page.locator(badgeOf("alice")).waitFor({ state: "detached" });
+      await waitTitle(carol2.page, "confab");
+      assert.equal(await carol.page.locator(badgeOf("alice")).count(), 0);
+      assert.equal(await carol.page.title(), "confab");
+      // the server agrees: a fresh session of that tab counts nothing unread
+      await carol2.page.reload({ waitUntil: "load", timeout: WAIT_MS });
+      await waitInGeneral(carol2.page);
+      assert.equal(await carol2.page.locator("#dms .badge").count(), 0, "no unread badge after reload");
+      assert.equal(await carol2.page.title(), "confab");
+    });
+
+    await t.test("member counts follow a tab closing without a view switch (periodic users:list refresh)", async () => {
+      // carol has two tabs in #general; alice switches to #general and sees both
+      await alice.page.locator('#rooms li[data-room="general"] button').click();
+      await waitText(alice.page, "#pane-title", "#general");
+      await waitText(alice.page, '#users li[data-user="carol"] .count', "2 tabs");
+      await mkdir(ARTIFACTS, { recursive: true });
+      await carol2.page.screenshot({ path: path.join(ARTIFACTS, "carol-tab2.png"), timeout: WAIT_MS });
+      users.splice(users.indexOf(carol2), 1);
+      assert.deepEqual(carol2.problems, [], `carol's second tab: ${carol2.problems.join("\n")}`);
+      assert.deepEqual(carol2.dialogs, [], "carol's second tab: dialogs");
+      await carol2.page.close();
+      // no presence push (carol is still there): only a users:list refresh can notice
+      await alice.page.locator('#users li[data-user="carol"] .count').waitFor({ state: "detached", timeout: 15000 });
+      await alice.page.locator('#users li[data-user="carol"]').waitFor();
     });
 
     await t.test("no console errors, page errors or dialogs", () => {
