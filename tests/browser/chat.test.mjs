@@ -349,6 +349,28 @@ test("two people chat through the web UI", { timeout: 180000 }, async (t) => {
       assert.equal(await carol2.page.title(), "confab");
     });
 
+    await t.test("a DM arriving while carol's tab is hidden stays unread until she looks again", async () => {
+      const setHidden = (page, hidden) =>
+        page.evaluate((h) => {
+          if (h) Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+          else delete document.visibilityState;
+          document.dispatchEvent(new Event("visibilitychange"));
+        }, hidden);
+      await setHidden(carol.page, true);
+      await send(alice.page, "are you still there?");
+      await waitMessage(carol.page, "are you still there?");
+      await waitText(carol.page, badgeOf("alice"), "1");
+      await waitTitle(carol.page, "(1) confab");
+      await waitText(carol2.page, badgeOf("alice"), "1");
+      await carol2.page.waitForTimeout(500); // nobody marks it read
+      assert.equal(await carol2.page.locator(badgeOf("alice")).textContent(), "1");
+      await setHidden(carol.page, false);
+      await carol.page.locator(badgeOf("alice")).waitFor({ state: "detached" });
+      await waitTitle(carol.page, "confab");
+      await carol2.page.locator(badgeOf("alice")).waitFor({ state: "detached" });
+      await waitTitle(carol2.page, "confab");
+    });
+
     await t.test("member counts follow a tab closing without a view switch (periodic users:list refresh)", async () => {
       // carol has two tabs in #general; alice switches to #general and sees both
       await alice.page.locator('#rooms li[data-room="general"] button').click();

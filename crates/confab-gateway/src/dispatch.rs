@@ -12,6 +12,7 @@ use confab_backend::{BusEvent, EventReceiver, Signal, UserSignal};
 use confab_core::protocol::{push, DmReadPush, PresencePush, TypingPush};
 use confab_core::MessageId;
 use socketioxide::extract::SocketRef;
+use socketioxide::{SendError, SocketError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -75,15 +76,14 @@ async fn deliver(shared: &Shared, last: &mut HashMap<String, MessageId>, event: 
                     last.insert(msg.room.clone(), msg.id);
                 }
             }
-            io.to(room_key(&msg.room))
-                .emit(push::MESSAGE_NEW, &msg)
-                .await
+            deliver_each(shared, room_key(&msg.room), push::MESSAGE_NEW, &msg);
+            Ok(())
         }
         BusEvent::Dm(dm) => {
             m::fanout("dm");
-            io.to([user_key(&dm.to), user_key(&dm.from)])
-                .emit(push::DM_NEW, &dm)
-                .await
+            let to = [user_key(&dm.to), user_key(&dm.from)];
+            deliver_each(shared, to, push::DM_NEW, &dm);
+            Ok(())
         }
         BusEvent::Signal {
             room,
@@ -123,6 +123,66 @@ async fn deliver(shared: &Shared, last: &mut HashMap<String, MessageId>, event: 
         m::send_failed("fanout");
         tracing::warn!("fan-out incomplete: {e}");
     }
+}
+
+/// Emit a stored message to every local socket in `rooms`, serialised once, and
+/// learn which sockets could not take it: a socket whose outgoing buffer is full is
+/// a slow consumer and is disconnected (it resumes with `since` when it reconnects),
+/// so no socket silently misses a stored message.
+fn deliver_each<T: serde::Serialize>(
+    shared: &Shared,
+    rooms: impl socketioxide_core::adapter::RoomParam,
+    event: &str,
+    data: &T,
+) {
+    let raw = match serde_json::value::to_raw_value(data) {
+        Ok(raw) => raw,
+        Err(e) => {
+            tracing::error!("cannot serialise {event}: {e}");
+            return;
+        }
+    };
+    for socket in shared.io.to(rooms).sockets() {
+        match socket.emit(event, &raw) {
+            Ok(()) => {}
+            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                slow_consumer(shared, socket)
+            }
+            Err(e) => {
+                m::send_failed("fanout");
+                tracing::debug!(sid = %socket.id, "not delivered: {e}");
+            }
+        }
+    }
+}
+
+/// A socket that cannot keep up: count it, take it out of every fan-out at once (it
+/// must not receive later messages after missing one), and disconnect it with a
+/// reason the client sees (`io server disconnect`) as soon as its buffer has room for
+/// the disconnect packet. If it never reads again, the Engine.IO heartbeat closes it.
+/// Its session is cleaned up at once (presence, subscriptions), as for a disconnect;
+/// the client resumes with `since` when it reconnects.
+fn slow_consumer(shared: &Shared, socket: SocketRef) {
+    let Some(ctx) = shared.sessions.lock().get(&socket.id).cloned() else {
+        return;
+    };
+    if ctx.session.is_closed() {
+        return;
+    }
+    metrics::counter!(m::SLOW_CONSUMERS).increment(1);
+    tracing::info!(sid = %socket.id, "slow consumer: outgoing buffer full, disconnecting");
+    socket.leave_all();
+    crate::socket::close(ctx);
+    tokio::spawn(async move {
+        for _ in 0..600 {
+            match socket.clone().disconnect() {
+                Err(SocketError::InternalChannelFull) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
+                _ => return,
+            }
+        }
+    });
 }
 
 /// Emit the coalesced presence batches every `presence_interval`.

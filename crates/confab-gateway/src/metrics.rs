@@ -15,6 +15,7 @@ pub const FANOUTS: &str = "confab_fanouts_total";
 pub const SEND_FAILED: &str = "confab_send_failed_total";
 pub const PRESENCE_PUSHES: &str = "confab_presence_pushes_total";
 pub const SUBSCRIPTIONS: &str = "confab_subscriptions";
+pub const SLOW_CONSUMERS: &str = "confab_slow_consumers_total";
 
 /// Register help texts (call once at start-up, after installing the recorder).
 pub fn describe() {
