@@ -1,7 +1,8 @@
 // Chaos run of a real confab cluster: redis-server (AOF), three gateways and nginx,
 // many socket.io-client users chatting through nginx at a steady rate while a
 // gateway is killed with SIGKILL and restarted, another is drained with SIGTERM and
-// restarted, and Redis is shut down and started again.
+// restarted, Redis is shut down and started again, and finally all three gateways
+// are restarted one after another (a rolling restart).
 //
 // Every client keeps the id of every message it receives, resumes each room with
 // `room:join {since}` after a reconnect, and retries unacked sends with the same
@@ -100,8 +101,19 @@ class User {
     }
   }
 
-  /** One tick of the steady send rate: retry the oldest pending send, or send a new one. */
+  /** One tick of the steady send rate: retry the oldest pending send, or send a new one.
+   * At most one send of a user is in flight (like a UI that waits for its ack). */
   async tick() {
+    if (this.busy) return;
+    this.busy = true;
+    try {
+      await this.tickOnce();
+    } finally {
+      this.busy = false;
+    }
+  }
+
+  async tickOnce() {
     if (!this.socket.connected || this.joinedRooms.size < this.rooms.length) return;
     let clientId, item;
     if (this.pending.size) {
@@ -182,7 +194,7 @@ export async function runChaos({ clients = 300, seconds = 300, rooms = 8, rate =
       gw[1] = await startGateway({ redisUrl: redis.url, id: "gw2b", port: gw[1].port, args: gwArgs });
       procs.push(gw[1]);
     });
-    await waitUntil(at(0.65));
+    await waitUntil(at(0.55));
     await fault("Redis SHUTDOWN", async () => {
       await redisCli(redis.port, "SHUTDOWN").catch(() => {});
       await redis.exited;
@@ -192,6 +204,14 @@ export async function runChaos({ clients = 300, seconds = 300, rooms = 8, rate =
       const again = await startRedis({ port: redis.port, appendonly: true, dir: redis.dir });
       procs.push(again);
     });
+    // Rolling restart: drain and restart every gateway, one after another.
+    await waitUntil(at(0.7));
+    for (let k = 0; k < gw.length; k++) {
+      await fault(`rolling restart: drain gateway ${k + 1}`, () => gw[k].stop("SIGTERM"));
+      gw[k] = await startGateway({ redisUrl: redis.url, id: `gw${k + 1}r`, port: gw[k].port, args: gwArgs });
+      procs.push(gw[k]);
+      await sleep(1500);
+    }
     await waitUntil(t0 + seconds * 1000);
     clearInterval(sender);
 
