@@ -47,10 +47,48 @@ pub struct FanoutArgs {
     /// Extra characters appended to every message text.
     #[arg(long, default_value_t = 0)]
     pub pad: usize,
+    /// Extra connections that join the room, get the join ack and then never read
+    /// their socket again until the end of the run (slow consumers). They are not
+    /// counted in the delivery, loss and latency figures; afterwards each is read
+    /// again to see whether the server disconnected it.
+    #[arg(long, default_value_t = 0)]
+    pub stalled: usize,
+    /// How long each stalled connection keeps reading after its join ack (answering
+    /// the server's first engine ping) before it stops, ms.
+    #[arg(long, default_value_t = 1000)]
+    pub stalled_read_ms: u64,
+    /// After the run, longest time spent reading each stalled connection again
+    /// (waiting for the server's disconnect), seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub stalled_probe_s: f64,
+    /// The server's Prometheus endpoint (e.g. http://127.0.0.1:3000/metrics,
+    /// loopback only): read before and after the run for
+    /// `confab_slow_consumers_total`.
+    #[arg(long)]
+    pub metrics_url: Option<String>,
 }
 
 const SHARDS: usize = 64;
 const MAX_MESSAGES: usize = 5_000_000;
+const MAX_STALLED: usize = 10_000;
+const SLOW_CONSUMERS: &str = "confab_slow_consumers_total";
+const SEND_FAILED: &str = "confab_send_failed_total";
+
+/// The server's counters of interest, read from `--metrics-url`.
+#[derive(Debug, Clone, Copy, Default)]
+struct ServerCounters {
+    /// `None`: the counter has no sample yet (never incremented).
+    slow_consumers: Option<f64>,
+    send_failed: Option<f64>,
+}
+
+async fn read_counters(url: &str) -> Result<ServerCounters, String> {
+    let text = crate::scrape::get(url, Duration::from_secs(10)).await?;
+    Ok(ServerCounters {
+        slow_consumers: crate::scrape::metric_sum(&text, SLOW_CONSUMERS),
+        send_failed: crate::scrape::metric_sum(&text, SEND_FAILED),
+    })
+}
 
 struct Shard {
     latency: Histogram<u64>,
@@ -149,13 +187,24 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
             "rate × duration = {messages} messages (1..={MAX_MESSAGES})"
         ));
     }
+    if a.stalled > MAX_STALLED {
+        return Err(format!("--stalled {} (at most {MAX_STALLED})", a.stalled));
+    }
+    if !(a.stalled_probe_s >= 0.0 && a.stalled_probe_s <= 600.0) {
+        return Err("need 0 ≤ --stalled-probe-s ≤ 600".into());
+    }
     let limit = sys::raise_nofile();
-    if a.clients as u64 + 64 > limit {
+    if (a.clients + a.stalled) as u64 + 64 > limit {
         return Err(format!(
-            "{} clients need more open files than the limit {limit} (ulimit -n)",
-            a.clients
+            "{} clients + {} stalled need more open files than the limit {limit} (ulimit -n)",
+            a.clients, a.stalled
         ));
     }
+    // The server's counters before the run (the delta is what this run caused).
+    let counters0 = match &a.metrics_url {
+        Some(url) => Some(read_counters(url).await?),
+        None => None,
+    };
     let run_id = crate::run_id();
     let prefix = format!("bench-{run_id:x}-");
     let sh = Arc::new(Shared {
@@ -203,6 +252,27 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
         ));
     }
     let srv_joined = sys::sample_all(pids);
+
+    // ---- stalled connections: join, then never read again until the probe ----
+    let stalled = if a.stalled > 0 {
+        let read_for = Duration::from_millis(a.stalled_read_ms.min(60_000));
+        let s = crate::stalled::open_all(c, a.stalled, &prefix, read_for).await;
+        eprintln!(
+            "fanout: {} stalled connections joined ({} failed); they stop reading now",
+            s.conns.len(),
+            s.failures
+        );
+        s
+    } else {
+        crate::stalled::Opened {
+            conns: Vec::new(),
+            failures: 0,
+            first_error: None,
+        }
+    };
+    let stalled_joined = stalled.conns.len();
+    let (stalled_failures, stalled_first_error) = (stalled.failures, stalled.first_error);
+    let stalled_conns = stalled.conns;
     tokio::time::sleep(Duration::from_millis(a.settle_ms)).await;
 
     // ---- send (open loop) ----
@@ -349,6 +419,15 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
     let errors = errors.lock().unwrap().clone();
     let acked_n = acked.len() as u64;
 
+    // ---- stalled connections: read them again; did the server cut them? ----
+    let probes =
+        crate::stalled::probe(stalled_conns, Duration::from_secs_f64(a.stalled_probe_s)).await;
+    let stalled_disconnected = probes.iter().filter(|p| p.outcome.disconnected()).count();
+    let counters1 = match &a.metrics_url {
+        Some(url) => Some(read_counters(url).await),
+        None => None,
+    };
+
     crate::close_all(&conn.clients).await;
     let cpu1 = sys::own_cpu();
     let srv1 = sys::sample_all(pids);
@@ -380,7 +459,49 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
             ss1.rss_kib
         );
     }
-    let value = json!({
+    let mut metrics = Value::Null;
+    let mut metrics_line = String::from("server metrics: not read (no --metrics-url)");
+    if let (Some(url), Some(c0), Some(r1)) = (&a.metrics_url, counters0, counters1) {
+        match r1 {
+            Ok(c1) => {
+                let delta = |b: Option<f64>, a: Option<f64>| a.unwrap_or(0.0) - b.unwrap_or(0.0);
+                let slow = delta(c0.slow_consumers, c1.slow_consumers);
+                let failed = delta(c0.send_failed, c1.send_failed);
+                metrics = json!({
+                    "url": url,
+                    "slow_consumers_before": c0.slow_consumers.unwrap_or(0.0),
+                    "slow_consumers_after": c1.slow_consumers.unwrap_or(0.0),
+                    "slow_consumers": slow,
+                    "send_failed_before": c0.send_failed.unwrap_or(0.0),
+                    "send_failed_after": c1.send_failed.unwrap_or(0.0),
+                    "send_failed": failed,
+                });
+                metrics_line = format!(
+                    "server metrics: {SLOW_CONSUMERS} +{slow} during the run ({} → {}), {SEND_FAILED} +{failed}",
+                    c0.slow_consumers.unwrap_or(0.0),
+                    c1.slow_consumers.unwrap_or(0.0)
+                );
+            }
+            Err(e) => {
+                metrics = json!({"url": url, "error": e});
+                metrics_line = format!("server metrics: {e}");
+            }
+        }
+    }
+    let stalled_line = if a.stalled > 0 {
+        let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+        for p in &probes {
+            *outcomes.entry(p.outcome.label()).or_default() += 1;
+        }
+        let drained: u64 = probes.iter().map(|p| p.messages).sum();
+        format!(
+            "stalled: {} asked, {stalled_joined} joined ({stalled_failures} failed), {stalled_disconnected} disconnected by the server; read again after the run: {outcomes:?}, {drained} message:new still buffered for them",
+            a.stalled
+        )
+    } else {
+        "stalled: none".into()
+    };
+    let mut value = json!({
         "scenario": "fanout",
         "urls": c.urls,
         "threads": c.threads,
@@ -421,6 +542,21 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
         "bench_rss_kib": sys::own_rss_kib(),
         "server": server,
     });
+    // (a second object: one json! of everything exceeds the macro recursion limit)
+    let slow_consumers = metrics.get("slow_consumers").cloned();
+    let extra = json!({
+        "stalled": a.stalled,
+        "stalled_joined": stalled_joined,
+        "stalled_connect_failures": stalled_failures,
+        "first_stalled_error": stalled_first_error,
+        "stalled_disconnected": stalled_disconnected,
+        "stalled_connections": probes.iter().map(|p| p.json()).collect::<Vec<_>>(),
+        "metrics": metrics,
+        "slow_consumers": slow_consumers,
+    });
+    if let (Some(v), Value::Object(extra)) = (value.as_object_mut(), extra) {
+        v.extend(extra);
+    }
     let mut h = String::new();
     let _ = writeln!(
         h,
@@ -483,7 +619,12 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
         (cpu1 - cpu0).as_secs_f64(),
         sys::own_rss_kib().unwrap_or(0)
     );
-    let _ = write!(h, "{server_line}");
+    let _ = writeln!(h, "{server_line}");
+    if let Some(e) = &stalled_first_error {
+        let _ = writeln!(h, "first stalled connect error: {e}");
+    }
+    let _ = writeln!(h, "{stalled_line}");
+    let _ = write!(h, "{metrics_line}");
     crate::emit_report(c, &h, &value);
     Ok(())
 }

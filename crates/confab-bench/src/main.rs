@@ -3,7 +3,11 @@
 //! * `fanout`: N clients join one room; S of them send `message:send` on an open-loop
 //!   schedule at a total rate R for D seconds; every client counts every
 //!   `message:new` by (sender, seq) (lost, duplicates) and measures its latency from
-//!   the scheduled send time (one process-wide monotonic clock).
+//!   the scheduled send time (one process-wide monotonic clock). `--stalled K` adds K
+//!   connections that join the room and then never read their socket again (slow
+//!   consumers, outside the delivery figures): afterwards it reports whether the
+//!   server disconnected them, and `--metrics-url` reads the server's
+//!   `confab_slow_consumers_total`.
 //! * `idle`: N idle connections joined to a room; reports the server's RSS per
 //!   connection (needs `--server-pid`).
 //!
@@ -11,6 +15,8 @@
 
 mod fanout;
 mod idle;
+mod scrape;
+mod stalled;
 mod sys;
 
 use clap::{Args, Parser, Subcommand};
