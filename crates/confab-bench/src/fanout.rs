@@ -73,6 +73,7 @@ const MAX_MESSAGES: usize = 5_000_000;
 const MAX_STALLED: usize = 10_000;
 const SLOW_CONSUMERS: &str = "confab_slow_consumers_total";
 const SEND_FAILED: &str = "confab_send_failed_total";
+const WATCH_POLL_MS: u64 = 250;
 
 /// The server's counters of interest, read from `--metrics-url`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -284,6 +285,28 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
     let ack_hist = Arc::new(Mutex::new(histogram()));
     let errors: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
     let pad: String = "~".repeat(a.pad);
+    // With stalled connections, watch the server's slow-consumer counter during the
+    // run to learn when the cut happened (polled, so ± the poll period).
+    let cut_watch = match (&a.metrics_url, counters0) {
+        (Some(url), Some(c0)) if a.stalled > 0 => {
+            let url = url.clone();
+            let before = c0.slow_consumers.unwrap_or(0.0);
+            let hard_end =
+                t0 + Duration::from_secs_f64(a.duration + a.grace.clamp(0.0, 600.0) + 60.0);
+            Some(tokio::spawn(async move {
+                while Instant::now() < hard_end {
+                    if let Ok(c) = read_counters(&url).await {
+                        if c.slow_consumers.unwrap_or(0.0) > before {
+                            return Some(Instant::now());
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(WATCH_POLL_MS)).await;
+                }
+                None
+            }))
+        }
+        _ => None,
+    };
     eprintln!(
         "fanout: {} senders, {:.0} msg/s for {:.1} s ({messages} messages, {} deliveries expected)",
         a.senders,
@@ -419,6 +442,17 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
     let errors = errors.lock().unwrap().clone();
     let acked_n = acked.len() as u64;
 
+    // When the slow-consumer counter rose during the run (None: not during the run).
+    let cut_at = match cut_watch {
+        Some(h) if h.is_finished() => h.await.ok().flatten(),
+        Some(h) => {
+            h.abort();
+            None
+        }
+        None => None,
+    };
+    let cut_s = cut_at.map(|t| t.saturating_duration_since(t0).as_secs_f64());
+
     // ---- stalled connections: read them again; did the server cut them? ----
     let probes =
         crate::stalled::probe(stalled_conns, Duration::from_secs_f64(a.stalled_probe_s)).await;
@@ -494,8 +528,15 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
             *outcomes.entry(p.outcome.label()).or_default() += 1;
         }
         let drained: u64 = probes.iter().map(|p| p.messages).sum();
+        let cut = match (cut_s, &a.metrics_url) {
+            (Some(s), _) => format!(
+                "; slow-consumer counter first seen up {s:.2} s after the first send (polled every {WATCH_POLL_MS} ms)"
+            ),
+            (None, Some(_)) => "; slow-consumer counter did not rise during the sends".into(),
+            (None, None) => String::new(),
+        };
         format!(
-            "stalled: {} asked, {stalled_joined} joined ({stalled_failures} failed), {stalled_disconnected} disconnected by the server; read again after the run: {outcomes:?}, {drained} message:new still buffered for them",
+            "stalled: {} asked, {stalled_joined} joined ({stalled_failures} failed), {stalled_disconnected} disconnected by the server; read again after the run: {outcomes:?}, {drained} message:new still buffered for them{cut}",
             a.stalled
         )
     } else {
@@ -550,6 +591,7 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
         "stalled_connect_failures": stalled_failures,
         "first_stalled_error": stalled_first_error,
         "stalled_disconnected": stalled_disconnected,
+        "slow_consumer_seen_s": cut_s,
         "stalled_connections": probes.iter().map(|p| p.json()).collect::<Vec<_>>(),
         "metrics": metrics,
         "slow_consumers": slow_consumers,
