@@ -67,6 +67,7 @@ class User {
     const list = this.received.get(m.room);
     if (!list) return;
     list.push(m.id);
+    (this.trace ??= []).push(`${m.room} ${m.id} ${live ? "live" : "ack"} conn${this.conn ?? 0} ${this.socket.id ?? "-"}`);
     if (live) {
       // Within one connection, live messages of a room arrive in id order.
       const prev = this.liveMax.get(m.room);
@@ -77,17 +78,24 @@ class User {
     if (!last || cmpId(m.id, last) > 0) this.lastSeen.set(m.room, m.id);
   }
 
+  /** Rejoin every room once per connection (a `session` event), from the greatest id
+   * seen. A resume whose connection went away stops; the next `session` starts over. */
   async resume() {
+    const conn = (this.conn = (this.conn ?? 0) + 1);
     const started = this.disconnectedAt;
     for (const room of this.rooms) {
+      if (conn !== this.conn) return;
       const since = this.lastSeen.get(room);
       let ack;
-      for (let attempt = 0; attempt < 20 && this.socket.connected; attempt++) {
+      // Retry while this connection lasts (e.g. `unavailable` while Redis restarts),
+      // bounded in time.
+      const giveUp = Date.now() + 30000;
+      while (this.socket.connected && conn === this.conn && Date.now() < giveUp) {
         ack = await this.socket.timeout(5000).emitWithAck("room:join", since ? { room, since } : { room, limit: 1 }).catch(() => null);
         if (ack?.ok) break;
         await sleep(300);
       }
-      if (!ack?.ok) return; // disconnected again: the next session event resumes
+      if (!ack?.ok || conn !== this.conn) return; // disconnected again: the next session resumes
       if (ack.truncated) this.run.stats.truncated++;
       // The ack holds everything up to the join point; drop the initial page of a
       // first join (history before the run is not part of the check).
@@ -230,6 +238,7 @@ export async function runChaos({ clients = 300, seconds = 300, rooms = 8, rate =
     const members = new Map(run.rooms.map((r) => [r, users.filter((u) => u.rooms.includes(r))]));
     let lost = 0, duplicates = 0, delivered = 0, orderErrors = 0;
     const lostExamples = [];
+    const dupExamples = [];
     const ackedByRoom = new Map(run.rooms.map((r) => [r, []]));
     for (const a of run.acked) ackedByRoom.get(a.room).push(a.id);
     for (const u of users) {
@@ -238,6 +247,15 @@ export async function runChaos({ clients = 300, seconds = 300, rooms = 8, rate =
         delivered += ids.length;
         const unique = new Set(ids);
         duplicates += ids.length - unique.size;
+        if (ids.length !== unique.size) {
+          const seenIds = new Set();
+          for (const id of ids) {
+            if (seenIds.has(id) && dupExamples.length < 5) {
+              dupExamples.push(`${u.name}: ${u.trace.filter((t) => t.includes(` ${id} `)).join(" | ")}`);
+            }
+            seenIds.add(id);
+          }
+        }
         for (const id of ackedByRoom.get(room)) {
           if (!unique.has(id)) {
             lost++;
@@ -283,6 +301,7 @@ export async function runChaos({ clients = 300, seconds = 300, rooms = 8, rate =
       maxResumeMs: resumeTimes.length ? Math.max(...resumeTimes) : 0,
       faults,
       lostExamples,
+      dupExamples,
     };
     return result;
   } finally {

@@ -13,6 +13,6 @@ test("chaos: every acked message reaches every member exactly once, in order, an
   assert.equal(r.lost, 0, `lost: ${r.lostExamples.join("; ")}`);
   assert.equal(r.missingInHistory, 0);
   assert.equal(r.orderErrors, 0);
-  assert.equal(r.duplicates, 0, "the server sent no message twice");
+  assert.equal(r.duplicates, 0, `the server sent no message twice: ${r.dupExamples.join("; ")}`);
   assert.ok(r.reconnects > 0, "the faults did disconnect clients");
 });

@@ -72,14 +72,20 @@ async fn release_room(shared: &Arc<Shared>, room: &str) {
 }
 
 /// Put the socket into the room's fan-out, in sequence with the dispatcher; returns
-/// the id of the last message emitted to the room before it joined.
-async fn attach_socket(ctx: &Ctx, room: &str) -> Result<Option<MessageId>, ChatError> {
+/// the id of the last message emitted to the room before it joined. `read_up_to` is
+/// the last id the join ack already holds: live messages up to it are not sent again.
+async fn attach_socket(
+    ctx: &Ctx,
+    room: &str,
+    read_up_to: Option<MessageId>,
+) -> Result<Option<MessageId>, ChatError> {
     let (reply, rx) = tokio::sync::oneshot::channel();
     ctx.shared
         .dispatcher
         .send(crate::dispatch::Command::Join {
             socket: ctx.socket.clone(),
             room: room.to_owned(),
+            read_up_to,
             reply,
         })
         .map_err(|_| ChatError::unavailable("server is shutting down"))?;
@@ -147,11 +153,12 @@ pub async fn join_room(ctx: &Ctx, req: JoinRoom) -> Result<JoinAck, ChatError> {
         }
     };
     if newly {
-        // The seam: messages emitted between the history read and the socket's
-        // join are not live for this socket; fetch them so there is no gap. Later
-        // ones arrive as message:new, so nothing is sent twice.
+        // The seam: messages emitted before the socket's join but after the history
+        // read are not live for this socket: fetch them so there is no gap. Messages
+        // the history read already holds but the dispatcher had not emitted yet are
+        // held back for this socket by the dispatcher, so nothing is sent twice.
         let read_up_to = page.items.last().map(|m| m.id).or(req.since);
-        let emitted_up_to = attach_socket(ctx, &req.room).await?;
+        let emitted_up_to = attach_socket(ctx, &req.room, read_up_to).await?;
         if let Some(emitted) = emitted_up_to {
             if read_up_to.is_none_or(|r| emitted > r) {
                 let id = read_up_to.unwrap_or(MessageId::ZERO);

@@ -20,10 +20,13 @@ use tokio::sync::{mpsc, oneshot};
 /// Requests to the dispatcher that must happen in sequence with fan-out.
 pub enum Command {
     /// Put `socket` into `room`; reply with the id of the last message of the room
-    /// emitted before (None if none since this gateway subscribed).
+    /// emitted before (None if none since this gateway subscribed). The joiner's ack
+    /// holds the room's messages up to `read_up_to` (and up to the reply): later
+    /// emits of those are held back for this socket.
     Join {
         socket: SocketRef,
         room: String,
+        read_up_to: Option<MessageId>,
         reply: oneshot::Sender<Option<MessageId>>,
     },
 }
@@ -47,16 +50,22 @@ pub async fn run(shared: Arc<Shared>, mut events: EventReceiver, mut commands: C
     // gateway's subscription on purpose: a stale id is only ever lower than the
     // truth, which costs at most one extra history read, never a gap.
     let mut last: HashMap<String, MessageId> = HashMap::new();
+    let mut seams = Seams::default();
     loop {
         tokio::select! {
             e = events.recv() => match e {
-                Some(e) => deliver(&shared, &mut last, e).await,
+                Some(e) => deliver(&shared, &mut last, &mut seams, e).await,
                 None => break,
             },
             c = commands.recv() => match c {
-                Some(Command::Join { socket, room, reply }) => {
+                Some(Command::Join { socket, room, read_up_to, reply }) => {
+                    let emitted = last.get(&room).copied();
+                    // Everything up to the larger of the two is in the join ack.
+                    if let Some(held) = read_up_to.max(emitted) {
+                        seams.hold(&room, socket.clone(), held);
+                    }
                     socket.join(room_key(&room));
-                    let _ = reply.send(last.get(&room).copied());
+                    let _ = reply.send(emitted);
                 }
                 None => break,
             },
@@ -65,7 +74,49 @@ pub async fn run(shared: Arc<Shared>, mut events: EventReceiver, mut commands: C
     }
 }
 
-async fn deliver(shared: &Shared, last: &mut HashMap<String, MessageId>, event: BusEvent) {
+/// Sockets that joined a room with a history ack holding messages the dispatcher
+/// has not emitted yet: per room, the socket and the last id its ack holds. An entry
+/// lives until the first later message reaches the socket (or the socket is gone).
+#[derive(Default)]
+struct Seams {
+    rooms: HashMap<String, Vec<(SocketRef, MessageId)>>,
+}
+
+impl Seams {
+    fn hold(&mut self, room: &str, socket: SocketRef, up_to: MessageId) {
+        self.rooms
+            .entry(room.to_owned())
+            .or_default()
+            .push((socket, up_to));
+    }
+
+    /// Sockets of `room` that must not get message `id` (their ack holds it).
+    fn skip(&mut self, room: &str, id: MessageId) -> Vec<socketioxide::socket::Sid> {
+        let Some(held) = self.rooms.get_mut(room) else {
+            return Vec::new();
+        };
+        let mut skip = Vec::new();
+        held.retain(|(socket, up_to)| {
+            if socket.connected() && id <= *up_to {
+                skip.push(socket.id);
+                true
+            } else {
+                false
+            }
+        });
+        if held.is_empty() {
+            self.rooms.remove(room);
+        }
+        skip
+    }
+}
+
+async fn deliver(
+    shared: &Shared,
+    last: &mut HashMap<String, MessageId>,
+    seams: &mut Seams,
+    event: BusEvent,
+) {
     let io = &shared.io;
     let result = match event {
         BusEvent::Message(msg) => {
@@ -76,13 +127,14 @@ async fn deliver(shared: &Shared, last: &mut HashMap<String, MessageId>, event: 
                     last.insert(msg.room.clone(), msg.id);
                 }
             }
-            deliver_each(shared, room_key(&msg.room), push::MESSAGE_NEW, &msg);
+            let skip = seams.skip(&msg.room, msg.id);
+            deliver_each(shared, room_key(&msg.room), &skip, push::MESSAGE_NEW, &msg);
             Ok(())
         }
         BusEvent::Dm(dm) => {
             m::fanout("dm");
             let to = [user_key(&dm.to), user_key(&dm.from)];
-            deliver_each(shared, to, push::DM_NEW, &dm);
+            deliver_each(shared, to, &[], push::DM_NEW, &dm);
             Ok(())
         }
         BusEvent::Signal {
@@ -132,6 +184,7 @@ async fn deliver(shared: &Shared, last: &mut HashMap<String, MessageId>, event: 
 fn deliver_each<T: serde::Serialize>(
     shared: &Shared,
     rooms: impl socketioxide_core::adapter::RoomParam,
+    skip: &[socketioxide::socket::Sid],
     event: &str,
     data: &T,
 ) {
@@ -143,6 +196,9 @@ fn deliver_each<T: serde::Serialize>(
         }
     };
     for socket in shared.io.to(rooms).sockets() {
+        if skip.contains(&socket.id) {
+            continue;
+        }
         match socket.emit(event, &raw) {
             Ok(()) => {}
             Err(SendError::Socket(SocketError::InternalChannelFull)) => {
