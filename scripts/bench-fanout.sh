@@ -31,35 +31,8 @@ ulimit -n "$(ulimit -Hn)"
 mkdir -p "$OUT_DIR"
 STATE="$(mktemp -d /tmp/confab-bench.XXXXXX)"
 
-server_pid=""
-stop_server() {
-  if [[ -n "$server_pid" ]]; then
-    kill -TERM "$server_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$server_pid" 2>/dev/null || true
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=""
-  fi
-}
-trap 'stop_server' EXIT
-trap 'exit 130' INT TERM
-
-# start_server LOG: sets $server_pid and $server_url
-start_server() {
-  local log="$1"
-  target/release/confab serve --bind 127.0.0.1:0 "${SERVER_ARGS[@]}" >"$log.out" 2>"$log.err" &
-  server_pid=$!
-  server_url=""
-  for _ in $(seq 1 100); do
-    server_url="$(sed -n 's/^confab: listening on //p' "$log.out")"
-    [[ -n "$server_url" ]] && return 0
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "bench: the server did not start; see $log.err" >&2
-  cat "$log.err" >&2
-  exit 1
-}
+# shellcheck source=lib/bench-server.sh
+source scripts/lib/bench-server.sh
 
 echo "== confab fan-out benchmark, $(date -u +%FT%TZ)"
 echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB; open files $(ulimit -n)"

@@ -8,6 +8,7 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { LAUNCH } from "../support/browser.mjs";
 import { confabBin, startServer } from "../support/server.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -15,20 +16,6 @@ const ARTIFACTS = path.join(root, "artifacts", "browser");
 const WAIT_MS = 10000;
 const XSS = "<img src=x onerror=alert(1)>";
 
-const LAUNCH = {
-  executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-  timeout: 30000,
-};
 
 /** Collects console errors, page errors and dialogs of `page` into `user`. */
 function watch(user, page) {

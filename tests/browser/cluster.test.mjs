@@ -13,8 +13,9 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { LAUNCH } from "../support/browser.mjs";
 import { confabBin, connect, call, sleep } from "../support/server.mjs";
-import { startRedis, startGateway, startNginx, redisCli, stopAll } from "../support/cluster.mjs";
+import { startRedis, startGateway, startNginx, redisCli, stopAll, eventually } from "../support/cluster.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const ARTIFACTS = path.join(root, "artifacts", "browser");
@@ -24,32 +25,7 @@ const TTL_MS = 3000;
 const GW_ARGS = ["--gateway-ttl-ms", String(TTL_MS), "--presence-interval-ms", "200"];
 const GW_IDS = ["gw1", "gw2", "gw3"];
 
-const LAUNCH = {
-  executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
-  args: [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-  ],
-  timeout: 30000,
-};
 
-/** Poll fn until it returns truthy (bounded). */
-async function eventually(fn, timeoutMs, what) {
-  const until = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < until) {
-    last = await fn();
-    if (last) return last;
-    await sleep(100);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms: ${what} (last: ${JSON.stringify(last)})`);
-}
 
 /** `confab_connections` of each gateway (0 for a dead one), as in tests/cluster/. */
 async function connectionsPerGateway(gw) {

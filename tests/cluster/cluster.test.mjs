@@ -7,7 +7,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
 import { connect, call, waitFor, collect, sleep } from "../support/server.mjs";
-import { startRedis, startGateway, startNginx, redisCli, stopAll } from "../support/cluster.mjs";
+import { startRedis, startGateway, startNginx, redisCli, stopAll, eventually } from "../support/cluster.mjs";
 
 const TTL_MS = 3000;
 const GW_ARGS = ["--gateway-ttl-ms", String(TTL_MS), "--presence-interval-ms", "200",
@@ -28,17 +28,6 @@ async function join(s, room, extra = {}) {
   return ack;
 }
 
-/** Poll fn until it returns truthy (bounded). */
-async function eventually(fn, timeoutMs, what) {
-  const until = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < until) {
-    last = await fn();
-    if (last) return last;
-    await sleep(100);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms: ${what} (last: ${JSON.stringify(last)})`);
-}
 
 before(async () => {
   redis = await startRedis({ appendonly: true });

@@ -142,6 +142,18 @@ export function redisCli(port, ...args) {
   });
 }
 
+/** Poll fn until it returns truthy (bounded). */
+export async function eventually(fn, timeoutMs, what) {
+  const until = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < until) {
+    last = await fn();
+    if (last) return last;
+    await sleep(100);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms: ${what} (last: ${JSON.stringify(last)})`);
+}
+
 /** Stop every process in the list that is still running (reverse order). */
 export async function stopAll(procs) {
   for (const p of [...procs].reverse()) {
