@@ -8,7 +8,7 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { LAUNCH } from "../support/browser.mjs";
+import { LAUNCH, waitText } from "../support/browser.mjs";
 import { confabBin, startServer } from "../support/server.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -74,21 +74,6 @@ function waitTitle(page, title, timeout = WAIT_MS) {
 
 const badgeOf = (peer) => `#dms li[data-user="${peer}"] .badge`;
 
-/** Waits until some element matching `selector` has exactly `text` as textContent. */
-function waitText(page, selector, text, timeout = WAIT_MS) {
-  return page
-    .waitForFunction(
-      ([sel, t]) => [...document.querySelectorAll(sel)].some((e) => e.textContent === t),
-      [selector, text],
-      { timeout },
-    )
-    .catch(async (e) => {
-      const seen = await page
-        .$$eval(selector, (els) => els.map((x) => x.textContent))
-        .catch(() => "?");
-      throw new Error(`waiting for ${selector} with text ${JSON.stringify(text)}; saw ${JSON.stringify(seen)}: ${e.message}`);
-    });
-}
 
 /** Waits for a `.message` whose `.text` is exactly `text` in the visible list; returns its data. */
 async function waitMessage(page, text, timeout = WAIT_MS) {

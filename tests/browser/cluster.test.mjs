@@ -13,7 +13,7 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { LAUNCH } from "../support/browser.mjs";
+import { LAUNCH, waitText } from "../support/browser.mjs";
 import { confabBin, connect, call, sleep } from "../support/server.mjs";
 import { startRedis, startGateway, startNginx, redisCli, stopAll, eventually } from "../support/cluster.mjs";
 
@@ -73,19 +73,6 @@ async function gatewayOfRoute(gw, nginxUrl, value, probeName) {
   }
 }
 
-/** Waits until some element matching `selector` has exactly `text` as textContent. */
-function waitText(page, selector, text, timeout = WAIT_MS) {
-  return page
-    .waitForFunction(
-      ([sel, t]) => [...document.querySelectorAll(sel)].some((e) => e.textContent === t),
-      [selector, text],
-      { timeout },
-    )
-    .catch(async (e) => {
-      const seen = await page.$$eval(selector, (els) => els.map((x) => x.textContent)).catch(() => "?");
-      throw new Error(`waiting for ${selector} with text ${JSON.stringify(text)}; saw ${JSON.stringify(seen)}: ${e.message}`);
-    });
-}
 
 /** Waits for a confirmed (not pending) `.message` whose `.text` is exactly `text`. */
 function waitMessage(page, text, timeout = WAIT_MS) {

@@ -14,3 +14,17 @@ export const LAUNCH = {
   ],
   timeout: 30000,
 };
+
+/** Waits until some element matching `selector` has exactly `text` as textContent. */
+export function waitText(page, selector, text, timeout = 10000) {
+  return page
+    .waitForFunction(
+      ([sel, t]) => [...document.querySelectorAll(sel)].some((e) => e.textContent === t),
+      [selector, text],
+      { timeout },
+    )
+    .catch(async (e) => {
+      const seen = await page.$$eval(selector, (els) => els.map((x) => x.textContent)).catch(() => "?");
+      throw new Error(`waiting for ${selector} with text ${JSON.stringify(text)}; saw ${JSON.stringify(seen)}: ${e.message}`);
+    });
+}
