@@ -66,9 +66,22 @@ pub struct FanoutArgs {
     /// `confab_slow_consumers_total`.
     #[arg(long)]
     pub metrics_url: Option<String>,
+    /// How the non-sending clients receive: `lean` (one task per connection reading
+    /// the socket directly, see lean.rs) or `client` (the general confab-client,
+    /// as the senders do; costs several times more CPU per frame).
+    #[arg(long, value_enum, default_value_t = Receivers::Lean)]
+    pub receivers: Receivers,
 }
 
-const SHARDS: usize = 64;
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receivers {
+    Lean,
+    Client,
+}
+
+/// Latency histograms, sharded by client so the two receiving threads rarely meet
+/// on one lock; few enough that their hot buckets stay in cache.
+const SHARDS: usize = 8;
 const MAX_MESSAGES: usize = 5_000_000;
 const MAX_STALLED: usize = 10_000;
 const SLOW_CONSUMERS: &str = "confab_slow_consumers_total";
@@ -238,20 +251,48 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
         c.urls.join(", "),
         c.connect_concurrency
     );
-    let conn = connect_all(c, a.clients, &prefix, true, |i| handler(sh.clone(), i)).await;
-    let joined = conn.clients.len();
+    // The senders (and, with `--receivers client`, everyone) use confab-client.
+    let lean = a.receivers == Receivers::Lean;
+    let n_client = if lean { a.senders } else { a.clients };
+    let mut conn = connect_all(c, n_client, &prefix, true, |i| handler(sh.clone(), i)).await;
+    if conn.clients.len() < a.senders {
+        crate::close_all(&conn.clients).await;
+        return Err(format!(
+            "only {} of {} senders joined (first error: {})",
+            conn.clients.len(),
+            a.senders,
+            conn.first_error.unwrap_or_default()
+        ));
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let receivers = if lean {
+        let r = crate::connect_each(c, a.senders..a.clients, &prefix, |i, url, name| {
+            let h = handler(sh.clone(), i);
+            let room = c.room.clone();
+            let stop = stop_rx.clone();
+            async move {
+                crate::lean::open(&url, &name, &room, h, stop)
+                    .await
+                    .map_err(|e| format!("{name}: {e}"))
+            }
+        })
+        .await;
+        conn.failures += r.failures;
+        if conn.first_error.is_none() {
+            conn.first_error = r.first_error;
+        }
+        conn.elapsed += r.elapsed;
+        conn.each.add(&r.each).map_err(|e| e.to_string())?;
+        r.clients
+    } else {
+        Vec::new()
+    };
+    let joined = conn.clients.len() + receivers.len();
     eprintln!(
         "fanout: {joined} joined, {} failed in {:.2} s",
         conn.failures,
         conn.elapsed.as_secs_f64()
     );
-    if joined < a.senders {
-        crate::close_all(&conn.clients).await;
-        return Err(format!(
-            "only {joined} clients joined (first error: {})",
-            conn.first_error.unwrap_or_default()
-        ));
-    }
     let srv_joined = sys::sample_all(pids);
 
     // ---- stalled connections: join, then never read again until the probe ----
@@ -437,7 +478,8 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
     } else {
         0.0
     };
-    let closed_clients = conn.clients.iter().filter(|(_, c)| c.is_closed()).count();
+    let closed_clients = conn.clients.iter().filter(|(_, c)| c.is_closed()).count()
+        + receivers.iter().filter(|(_, r)| r.is_closed()).count();
     let ack_hist = ack_hist.lock().unwrap().clone();
     let errors = errors.lock().unwrap().clone();
     let acked_n = acked.len() as u64;
@@ -462,6 +504,15 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
         None => None,
     };
 
+    let _ = stop_tx.send(true);
+    let mut receive_errors = 0usize;
+    let mut first_receive_error = None;
+    for (_, r) in receivers {
+        if let Some(e) = r.finish(Duration::from_secs(5)).await {
+            receive_errors += 1;
+            first_receive_error.get_or_insert(e);
+        }
+    }
     crate::close_all(&conn.clients).await;
     let cpu1 = sys::own_cpu();
     let srv1 = sys::sample_all(pids);
@@ -567,6 +618,7 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
         "foreign": sh.foreign.load(Ordering::Relaxed),
         "other_events": sh.other_events.load(Ordering::Relaxed),
         "clients_closed_during_run": closed_clients,
+
         "deliveries_per_s": deliveries_per_s,
         "offered_deliveries_per_s": a.rate * joined as f64,
         "delivery_span_s": delivery_span.as_secs_f64(),
@@ -586,6 +638,9 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
     // (a second object: one json! of everything exceeds the macro recursion limit)
     let slow_consumers = metrics.get("slow_consumers").cloned();
     let extra = json!({
+        "receivers": format!("{:?}", a.receivers).to_lowercase(),
+        "receive_errors": receive_errors,
+        "first_receive_error": first_receive_error,
         "stalled": a.stalled,
         "stalled_joined": stalled_joined,
         "stalled_connect_failures": stalled_failures,

@@ -13,8 +13,10 @@
 //!
 //! Only loopback targets are accepted, and every loop is bounded in count and time.
 
+mod ceiling;
 mod fanout;
 mod idle;
+mod lean;
 mod scrape;
 mod stalled;
 mod sys;
@@ -44,6 +46,8 @@ enum Cmd {
     Fanout(fanout::FanoutArgs),
     /// N idle connections joined to a room; server RSS per connection.
     Idle(idle::IdleArgs),
+    /// Reference server: a minimal websocket broadcaster, the box's ceiling for `fanout`.
+    CeilingServer(ceiling::CeilingArgs),
 }
 
 /// Options shared by every scenario.
@@ -152,9 +156,9 @@ pub fn hist_line(h: &Histogram<u64>) -> String {
 }
 
 /// Result of opening many connections.
-pub struct Connected {
-    /// (client index, client), in index order.
-    pub clients: Vec<(usize, Arc<Client>)>,
+pub struct Connected<T = Arc<Client>> {
+    /// (connection index, connection), in index order.
+    pub clients: Vec<(usize, T)>,
     pub failures: usize,
     pub first_error: Option<String>,
     pub elapsed: Duration,
@@ -162,55 +166,42 @@ pub struct Connected {
     pub each: Histogram<u64>,
 }
 
-/// Open `n` connections named `{prefix}{i}` with bounded concurrency, each joining
-/// `room` (unless `join` is false). `handler(i)` gives connection i's raw event sink.
-pub async fn connect_all(
+/// Open connections `ids` with bounded concurrency: `open(i, url, name)` opens
+/// connection i (name `{prefix}{i}`, URLs round robin), within the per-connection
+/// and the whole-phase timeouts.
+pub async fn connect_each<T, F, Fut>(
     c: &Common,
-    n: usize,
+    ids: std::ops::Range<usize>,
     prefix: &str,
-    join: bool,
-    handler: impl Fn(usize) -> RawHandler,
-) -> Connected {
+    open: F,
+) -> Connected<T>
+where
+    F: Fn(usize, String, String) -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let started = Instant::now();
     let per_conn = Duration::from_millis(c.connect_timeout_ms);
     let phase = Duration::from_secs(c.connect_phase_timeout_s);
     let deadline = tokio::time::Instant::now() + phase;
     let conc = c.connect_concurrency.clamp(1, 4096);
-    let jobs = (0..n).map(|i| {
+    let jobs = ids.map(|i| {
         let url = c.urls[i % c.urls.len()].clone();
         let name = format!("{prefix}{i}");
-        let room = c.room.clone();
-        let builder = ClientBuilder::new(url)
-            .name(&name)
-            .connect_timeout(per_conn)
-            .read_buffer_size(c.read_buffer);
-        let h = handler(i);
+        let fut = open(i, url, name.clone());
         async move {
             let t = Instant::now();
-            let r = tokio::time::timeout_at(deadline, async {
-                let client = builder
-                    .on_raw_event(h)
-                    .connect()
-                    .await
-                    .map_err(|e| format!("connect {name}: {e}"))?;
-                if join {
-                    let ack = client
-                        .emit_with_ack("room:join", &json!({"room": room, "limit": 1}), per_conn)
-                        .await
-                        .map_err(|e| format!("room:join {name}: {e}"))?;
-                    if ack["ok"] != true {
-                        return Err(format!("room:join {name}: {ack}"));
-                    }
-                }
-                Ok(client)
-            })
-            .await
-            .unwrap_or_else(|_| Err(format!("{name}: connect phase timed out")));
+            let r = match tokio::time::timeout_at(deadline, tokio::time::timeout(per_conn, fut))
+                .await
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(_)) => Err(format!("{name}: connect + join timed out")),
+                Err(_) => Err(format!("{name}: connect phase timed out")),
+            };
             (i, t.elapsed(), r)
         }
     });
     let mut out = Connected {
-        clients: Vec::with_capacity(n),
+        clients: Vec::new(),
         failures: 0,
         first_error: None,
         elapsed: Duration::ZERO,
@@ -221,7 +212,7 @@ pub async fn connect_all(
         match r {
             Ok(client) => {
                 out.each.saturating_record(took.as_micros().max(1) as u64);
-                out.clients.push((i, Arc::new(client)));
+                out.clients.push((i, client));
             }
             Err(e) => {
                 out.failures += 1;
@@ -232,6 +223,44 @@ pub async fn connect_all(
     out.clients.sort_by_key(|(i, _)| *i);
     out.elapsed = started.elapsed();
     out
+}
+
+/// Open `n` `confab-client` connections named `{prefix}{i}`, each joining `room`
+/// (unless `join` is false). `handler(i)` gives connection i's raw event sink.
+pub async fn connect_all(
+    c: &Common,
+    n: usize,
+    prefix: &str,
+    join: bool,
+    handler: impl Fn(usize) -> RawHandler,
+) -> Connected {
+    let per_conn = Duration::from_millis(c.connect_timeout_ms);
+    connect_each(c, 0..n, prefix, |i, url, name| {
+        let room = c.room.clone();
+        let builder = ClientBuilder::new(url)
+            .name(&name)
+            .connect_timeout(per_conn)
+            .read_buffer_size(c.read_buffer);
+        let h = handler(i);
+        async move {
+            let client = builder
+                .on_raw_event(h)
+                .connect()
+                .await
+                .map_err(|e| format!("connect {name}: {e}"))?;
+            if join {
+                let ack = client
+                    .emit_with_ack("room:join", &json!({"room": room, "limit": 1}), per_conn)
+                    .await
+                    .map_err(|e| format!("room:join {name}: {e}"))?;
+                if ack["ok"] != true {
+                    return Err(format!("room:join {name}: {ack}"));
+                }
+            }
+            Ok(Arc::new(client))
+        }
+    })
+    .await
 }
 
 /// Close every client (concurrently, bounded).
@@ -267,6 +296,8 @@ fn main() -> std::process::ExitCode {
     let common = match &cli.cmd {
         Cmd::Fanout(a) => &a.common,
         Cmd::Idle(a) => &a.common,
+        // A server, not a scenario: no Common, its own runtime.
+        Cmd::CeilingServer(a) => return ceiling::main(a),
     };
     let threads = common.threads.clamp(1, 64);
     base();
@@ -285,6 +316,7 @@ fn main() -> std::process::ExitCode {
         match cli.cmd {
             Cmd::Fanout(a) => fanout::run(a).await,
             Cmd::Idle(a) => idle::run(a).await,
+            Cmd::CeilingServer(_) => Err("ceiling-server runs on its own runtime".into()),
         }
     });
     // Do not wait for stray connection tasks.
