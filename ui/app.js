@@ -817,9 +817,17 @@ function onTyping({ room, user, typing } = {}) {
   if (state.view === conv) renderTyping();
 }
 
-function onPresence({ room, joined = [], left = [] } = {}) {
+function onPresence({ room, joined = [], left = [], joinedMore = 0, leftMore = 0 } = {}) {
   const conv = state.rooms.get(room);
   if (!conv) return;
+  // Big batches list only the first names; the rest only count.
+  conv.memberTotal = Math.max(conv.members.size, conv.memberTotal + (joinedMore | 0) - (leftMore | 0));
+  if (joinedMore > 0 || leftMore > 0) {
+    const parts = [];
+    if (joinedMore > 0) parts.push(`${joinedMore} more joined`);
+    if (leftMore > 0) parts.push(`${leftMore} more left`);
+    addNotice(conv, `${parts.join(", ")} #${room}`);
+  }
   for (const name of joined) {
     if (!conv.members.has(name)) conv.memberTotal++;
     conv.members.set(name, conv.members.get(name) ?? 1);

@@ -163,3 +163,45 @@ test("presence is per room: an observer of room X is not told about room Y", T, 
   await sleep(INTERVAL * 2 + 200);
   assert.deepEqual(others, []);
 });
+
+test("presence: a crowd joining lists at most --presence-names-max names per push and counts the rest; the join ack lists at most --join-members-max", { timeout: 30000 }, async () => {
+  const capped = new Harness([...FAST, "--presence-interval-ms", String(INTERVAL), "--presence-names-max", "3", "--join-members-max", "2"]);
+  await capped.start();
+  try {
+    const room = uroom("pc");
+    const obs = await capped.connect(uname("pco"));
+    await join(obs, room);
+    await sleep(INTERVAL + 300);
+    const pushes = record(obs, room);
+    const names = Array.from({ length: 8 }, () => uname("pcj"));
+    const socks = await Promise.all(names.map((n) => capped.connect(n)));
+    const acks = await Promise.all(socks.map((s) => call(s, "room:join", { room })));
+    for (const a of acks) {
+      assertOk(a);
+      assert.ok(a.members.length <= 2, `join ack lists ${a.members.length} names`);
+      assert.ok(a.memberCount >= a.members.length);
+    }
+    // Every join is accounted for: listed or counted.
+    const accounted = () => pushes.reduce((n, x) => n + x.p.joined.length + (x.p.joinedMore ?? 0), 0);
+    await until(() => accounted() >= 8, 3000);
+    assert.equal(accounted(), 8, JSON.stringify(pushes.map((x) => x.p)));
+    for (const { p } of pushes) {
+      assert.ok(p.joined.length <= 3 && p.left.length <= 3, JSON.stringify(p));
+      assert.ok(p.joinedMore === undefined || (Number.isInteger(p.joinedMore) && p.joinedMore > 0), JSON.stringify(p));
+      for (const n of p.joined) assert.ok(names.includes(n), `unexpected name ${n}`);
+    }
+    assert.ok(pushes.some((x) => (x.p.joinedMore ?? 0) > 0), "8 joins in at most a few pushes must count some");
+    // The server counts everyone (observer + 8).
+    const last = await call(obs, "users:list", { room });
+    assertOk(last);
+    assert.equal(last.total, 9);
+    for (const s of socks) s.disconnect();
+    // Leaves are capped the same way.
+    const leftCount = () => pushes.reduce((n, x) => n + x.p.left.length + (x.p.leftMore ?? 0), 0);
+    await until(() => leftCount() >= 8, 3000);
+    assert.equal(leftCount(), 8);
+    obs.disconnect();
+  } finally {
+    await capped.stop();
+  }
+});

@@ -18,6 +18,13 @@ pub struct Limits {
     pub resume_max: usize,
     /// Most names returned in member and user lists.
     pub list_max: usize,
+    /// Most member names in a `room:join` ack (`memberCount` has the total): a join
+    /// of a big room must not cost every joiner a frame of thousands of names.
+    pub join_members_max: usize,
+    /// Most names in each list of one `room:presence` push; the rest are counted in
+    /// `joinedMore`/`leftMore`, so a crowd joining a big room costs each member
+    /// small frames.
+    pub presence_names_max: usize,
 }
 
 impl Default for Limits {
@@ -30,6 +37,8 @@ impl Default for Limits {
             history_page_default: 50,
             resume_max: 1000,
             list_max: 1000,
+            join_members_max: 100,
+            presence_names_max: 50,
         }
     }
 }

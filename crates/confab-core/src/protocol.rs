@@ -407,12 +407,22 @@ pub struct TypingPush {
     pub typing: bool,
 }
 
-/// `room:presence {room, joined, left}`
+/// `room:presence {room, joined, left[, joinedMore][, leftMore]}`: at most
+/// `presence_names_max` names per list; the counts of those not listed are in
+/// `joinedMore`/`leftMore` (absent when 0).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresencePush {
     pub room: String,
     pub joined: Vec<String>,
     pub left: Vec<String>,
+    #[serde(rename = "joinedMore", default, skip_serializing_if = "is_zero")]
+    pub joined_more: u64,
+    #[serde(rename = "leftMore", default, skip_serializing_if = "is_zero")]
+    pub left_more: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One user in a list with the number of connections counted.

@@ -180,7 +180,7 @@ pub async fn join_room(ctx: &Ctx, req: JoinRoom) -> Result<JoinAck, ChatError> {
     }
     let (members, member_count) = sh
         .presence
-        .room_members(&req.room, sh.config.limits.list_max)
+        .room_members(&req.room, sh.config.limits.join_members_max)
         .await?;
     Ok(JoinAck {
         room: req.room,

@@ -24,6 +24,9 @@ pub struct GatewayConfig {
     pub max_queued_requests: usize,
     /// Outgoing packets buffered per socket before it counts as too slow.
     pub socket_buffer: usize,
+    /// Websocket read buffer per connection, bytes (grows for a bigger frame). Every
+    /// idle connection holds one, so it is small by default.
+    pub ws_read_buffer: usize,
     /// Coalescing interval of `room:presence` pushes.
     pub presence_interval: Duration,
     /// A `typing: true` not refreshed within this is expired by the server.
@@ -46,6 +49,7 @@ impl Default for GatewayConfig {
             rate_burst: 60.0,
             max_queued_requests: 64,
             socket_buffer: 1024,
+            ws_read_buffer: 1024,
             presence_interval: Duration::from_millis(500),
             typing_timeout: Duration::from_millis(5000),
             ping_interval: Duration::from_secs(25),

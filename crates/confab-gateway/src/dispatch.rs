@@ -250,13 +250,16 @@ pub async fn presence_flusher(shared: Arc<Shared>) {
             _ = tick.tick() => {}
             _ = shared.shutdown.cancelled() => break,
         }
-        for batch in shared.coalescer.take() {
+        let max_names = shared.config.limits.presence_names_max;
+        for batch in shared.coalescer.take(max_names) {
             metrics::counter!(m::PRESENCE_PUSHES).increment(1);
             let key = room_key(&batch.room);
             let p = PresencePush {
                 room: batch.room,
                 joined: batch.joined,
                 left: batch.left,
+                joined_more: batch.joined_more,
+                left_more: batch.left_more,
             };
             if let Err(e) = shared.io.to(key).emit(push::ROOM_PRESENCE, &p).await {
                 m::send_failed("presence");

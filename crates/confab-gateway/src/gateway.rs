@@ -74,6 +74,7 @@ impl Gateway {
             .max_buffer_size(config.socket_buffer)
             .max_payload(transport_limit)
             .ws_max_message_size(transport_limit as usize)
+            .ws_read_buffer_size(config.ws_read_buffer)
             .ping_interval(config.ping_interval)
             .ping_timeout(config.ping_timeout)
             .build_layer();

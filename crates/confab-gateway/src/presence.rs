@@ -4,7 +4,10 @@
 //! joined, or whose last left) as backend signals, adds them up per room, and every
 //! interval emits one `room:presence {room, joined, left}` per changed room to its
 //! local sockets in that room. N users joining a room cost each member a handful of
-//! frames per interval, instead of one full user list per join (O(N²)).
+//! frames per interval, instead of one full user list per join (O(N²)). A batch
+//! lists at most `presence_names_max` names per list and counts the rest, so a
+//! crowd joining a big room costs each member small frames (and small websocket
+//! buffers, which keep the capacity of the largest burst).
 
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -15,12 +18,29 @@ pub struct Coalescer {
     pending: Mutex<HashMap<String, BTreeMap<String, i64>>>,
 }
 
-/// One room's batch: who joined, who left.
+/// One room's batch: who joined, who left (the first names of each, in name
+/// order), and how many more of each were not listed.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Batch {
     pub room: String,
     pub joined: Vec<String>,
     pub left: Vec<String>,
+    pub joined_more: u64,
+    pub left_more: u64,
+}
+
+/// The first `max` names of `names` (already in order) and the count of the rest.
+fn cap<'a>(names: impl Iterator<Item = &'a String>, max: usize) -> (Vec<String>, u64) {
+    let mut listed = Vec::new();
+    let mut more = 0u64;
+    for n in names {
+        if listed.len() < max {
+            listed.push(n.clone());
+        } else {
+            more += 1;
+        }
+    }
+    (listed, more)
 }
 
 impl Coalescer {
@@ -35,23 +55,29 @@ impl Coalescer {
         }
     }
 
-    /// Take every room's net change; rooms whose changes cancel out are skipped.
-    pub fn take(&self) -> Vec<Batch> {
+    /// Take every room's net change, at most `max_names` names per list; rooms
+    /// whose changes cancel out are skipped.
+    pub fn take(&self, max_names: usize) -> Vec<Batch> {
         let pending = std::mem::take(&mut *self.pending.lock());
         let mut out: Vec<Batch> = pending
             .into_iter()
             .filter_map(|(room, deltas)| {
-                let joined: Vec<String> = deltas
-                    .iter()
-                    .filter(|(_, d)| **d > 0)
-                    .map(|(u, _)| u.clone())
-                    .collect();
-                let left: Vec<String> = deltas
-                    .iter()
-                    .filter(|(_, d)| **d < 0)
-                    .map(|(u, _)| u.clone())
-                    .collect();
-                (!joined.is_empty() || !left.is_empty()).then_some(Batch { room, joined, left })
+                let (joined, joined_more) = cap(
+                    deltas.iter().filter(|(_, d)| **d > 0).map(|(u, _)| u),
+                    max_names,
+                );
+                let (left, left_more) = cap(
+                    deltas.iter().filter(|(_, d)| **d < 0).map(|(u, _)| u),
+                    max_names,
+                );
+                let any = joined_more + left_more > 0 || !joined.is_empty() || !left.is_empty();
+                any.then_some(Batch {
+                    room,
+                    joined,
+                    left,
+                    joined_more,
+                    left_more,
+                })
             })
             .collect();
         out.sort_by(|a, b| a.room.cmp(&b.room));
@@ -77,15 +103,38 @@ mod tests {
         c.add("a", &[], &s(&["old"]));
         c.add("b", &s(&["q"]), &[]);
         c.add("b", &[], &s(&["q"]));
-        let got = c.take();
+        let got = c.take(50);
         assert_eq!(
             got,
             vec![Batch {
                 room: "a".into(),
                 joined: s(&["x", "y"]),
-                left: s(&["old"])
+                left: s(&["old"]),
+                joined_more: 0,
+                left_more: 0,
             }]
         );
-        assert!(c.take().is_empty());
+        assert!(c.take(50).is_empty());
+    }
+
+    #[test]
+    fn caps_names_per_list_and_counts_the_rest() {
+        let c = Coalescer::default();
+        c.add("a", &s(&["d", "b", "a", "c", "e"]), &s(&["y", "z", "x"]));
+        let got = c.take(2);
+        assert_eq!(
+            got,
+            vec![Batch {
+                room: "a".into(),
+                joined: s(&["a", "b"]),
+                left: s(&["x", "y"]),
+                joined_more: 3,
+                left_more: 1,
+            }]
+        );
+        // Zero names per push: counts only, still one push.
+        c.add("a", &s(&["q"]), &[]);
+        let got = c.take(0);
+        assert_eq!((got[0].joined.len(), got[0].joined_more), (0, 1));
     }
 }

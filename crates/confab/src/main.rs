@@ -86,6 +86,10 @@ struct ServeArgs {
     /// Outgoing packets buffered per connection.
     #[arg(long, env = "CONFAB_SOCKET_BUFFER", default_value_t = 1024)]
     socket_buffer: usize,
+    /// Websocket read buffer per connection, bytes (256..=1 MiB; grows for a bigger
+    /// frame). Each idle connection holds one.
+    #[arg(long, env = "CONFAB_WS_READ_BUFFER", default_value_t = 1024)]
+    ws_read_buffer: usize,
     /// Coalescing interval of room:presence pushes, in ms.
     #[arg(long, env = "CONFAB_PRESENCE_INTERVAL_MS", default_value_t = 500)]
     presence_interval_ms: u64,
@@ -119,6 +123,13 @@ struct ServeArgs {
     /// do better with fewer each.
     #[arg(long, env = "CONFAB_THREADS", default_value_t = 0)]
     threads: usize,
+    /// Most member names in a `room:join` ack (the ack's `memberCount` has the total).
+    #[arg(long, env = "CONFAB_JOIN_MEMBERS_MAX", default_value_t = 100)]
+    join_members_max: usize,
+    /// Most names per list in one `room:presence` push (the rest are counted in
+    /// `joinedMore`/`leftMore`).
+    #[arg(long, env = "CONFAB_PRESENCE_NAMES_MAX", default_value_t = 50)]
+    presence_names_max: usize,
     /// Redis connections in the command pool.
     #[arg(long, env = "CONFAB_REDIS_POOL", default_value_t = 16)]
     redis_pool: usize,
@@ -135,6 +146,8 @@ impl ServeArgs {
                 history_page_default: 50.min(self.history_page_max),
                 resume_max: self.resume_max,
                 list_max: 1000,
+                join_members_max: self.join_members_max,
+                presence_names_max: self.presence_names_max,
             },
             ui_dir: self.ui_dir.clone(),
             vendor_dir: self.vendor_dir.clone(),
@@ -143,6 +156,7 @@ impl ServeArgs {
             rate_burst: self.rate_burst,
             max_queued_requests: self.max_queued,
             socket_buffer: self.socket_buffer,
+            ws_read_buffer: self.ws_read_buffer.clamp(256, 1 << 20),
             presence_interval: Duration::from_millis(self.presence_interval_ms.max(10)),
             typing_timeout: Duration::from_millis(self.typing_timeout_ms.max(100)),
             ping_interval: Duration::from_millis(self.ping_interval_ms),
