@@ -92,7 +92,9 @@ impl Gateway {
             metrics,
         });
         socket::attach(&io, shared.clone());
-        let app = http::router(shared.clone()).layer(layer);
+        let app = http::router(shared.clone())
+            .layer(layer)
+            .layer(axum::middleware::map_request(http::detach_request));
         Self {
             shared,
             app,
