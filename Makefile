@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: chaos test-chaos loadtest loadtest-smoke run build test test-rust test-node test-node-redis test-cluster test-browser lint fmt bench cluster check-deploy clean
+.PHONY: chaos test-chaos loadtest loadtest-smoke bench-smoke run build test test-rust test-node test-node-redis test-cluster test-browser lint fmt bench cluster check-deploy clean
 
 ## Run the server with the embedded backend and the web UI on http://$(BIND)/
 run:
@@ -18,7 +18,7 @@ build:
 ## Every test: Rust unit/conformance/integration, socket.io-client suite, browser test
 test: build
 	scripts/deps.sh test
-	$(MAKE) check-deploy test-rust test-node test-node-redis test-cluster test-chaos loadtest-smoke test-browser
+	$(MAKE) check-deploy test-rust test-node test-node-redis test-cluster test-chaos loadtest-smoke bench-smoke test-browser
 
 test-rust:
 	$(CARGO) test --workspace
@@ -69,6 +69,10 @@ loadtest-smoke:
 TARGET ?= http://127.0.0.1:3000
 loadtest:
 	loadtest/run.sh chat-mix.yml --target $(TARGET)
+
+## Smoke form of the fan-out benchmark (debug build, 200 clients, 2 s; correctness only)
+bench-smoke:
+	scripts/bench-smoke.sh
 
 ## Fan-out benchmark (release build, 1,000 clients); figures go to docs/performance.md
 bench:
