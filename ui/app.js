@@ -834,7 +834,9 @@ function onPresence({ room, joined = [], left = [], joinedMore = 0, leftMore = 0
     if (name !== state.me) addNotice(conv, `${name} joined #${room}`);
   }
   for (const name of left) {
-    if (conv.members.delete(name)) conv.memberTotal = Math.max(conv.members.size, conv.memberTotal - 1);
+    // A listed leaver was a member even if its join was only counted.
+    conv.members.delete(name);
+    conv.memberTotal = Math.max(conv.members.size, conv.memberTotal - 1);
     const t = conv.typers.get(name);
     if (t) {
       clearTimeout(t);

@@ -8,7 +8,7 @@ import { mkdir } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { LAUNCH, waitText } from "../support/browser.mjs";
+import { LAUNCH, waitText, watch, waitInGeneral, openUser } from "../support/browser.mjs";
 import { confabBin, startServer } from "../support/server.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -16,41 +16,6 @@ const ARTIFACTS = path.join(root, "artifacts", "browser");
 const WAIT_MS = 10000;
 const XSS = "<img src=x onerror=alert(1)>";
 
-
-/** Collects console errors, page errors and dialogs of `page` into `user`. */
-function watch(user, page) {
-  page.on("console", (m) => {
-    if (m.type() === "error") user.problems.push(`console error: ${m.text()} @ ${m.location()?.url ?? ""}`);
-  });
-  page.on("pageerror", (e) => user.problems.push(`pageerror: ${e.message}`));
-  page.on("dialog", (d) => {
-    user.dialogs.push(`${d.type()}: ${d.message()}`);
-    d.dismiss().catch(() => {});
-  });
-}
-
-/** Waits until the page is online with #general joined and shown. */
-async function waitInGeneral(page) {
-  await waitText(page, "#conn-state", "online");
-  await page.locator('#rooms li.joined.active[data-room="general"]').waitFor();
-  await waitText(page, "#pane-title", "#general");
-}
-
-/** Opens a fresh context + page, logs in as `name`, waits until online in #general. */
-async function openUser(browser, url, name) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
-  context.setDefaultTimeout(WAIT_MS);
-  const page = await context.newPage();
-  const user = { name, context, page, problems: [], dialogs: [], cspHeader: null };
-  watch(user, page);
-  const resp = await page.goto(`${url}/`, { waitUntil: "load", timeout: WAIT_MS });
-  assert.equal(resp.status(), 200, "GET / status");
-  user.cspHeader = resp.headers()["content-security-policy"] ?? null;
-  await page.locator("#name-input").fill(name);
-  await page.locator("#name-submit").click();
-  await waitInGeneral(page);
-  return user;
-}
 
 /** A second tab of `user` (same context: the saved name logs it in by itself). */
 async function openTab(user, url, label) {

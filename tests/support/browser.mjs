@@ -1,5 +1,9 @@
 // Launch options of Debian's Chromium for the browser tests (playwright-core, never a
 // downloaded browser), with the flags this machine's closed network needs.
+import assert from "node:assert/strict";
+
+const WAIT_MS = 10000;
+
 export const LAUNCH = {
   executablePath: process.env.CHROMIUM_PATH || "/usr/bin/chromium",
   args: [
@@ -27,4 +31,39 @@ export function waitText(page, selector, text, timeout = 10000) {
       const seen = await page.$$eval(selector, (els) => els.map((x) => x.textContent)).catch(() => "?");
       throw new Error(`waiting for ${selector} with text ${JSON.stringify(text)}; saw ${JSON.stringify(seen)}: ${e.message}`);
     });
+}
+
+/** Collects console errors, page errors and dialogs of `page` into `user`. */
+export function watch(user, page) {
+  page.on("console", (m) => {
+    if (m.type() === "error") user.problems.push(`console error: ${m.text()} @ ${m.location()?.url ?? ""}`);
+  });
+  page.on("pageerror", (e) => user.problems.push(`pageerror: ${e.message}`));
+  page.on("dialog", (d) => {
+    user.dialogs.push(`${d.type()}: ${d.message()}`);
+    d.dismiss().catch(() => {});
+  });
+}
+
+/** Waits until the page is online with #general joined and shown. */
+export async function waitInGeneral(page) {
+  await waitText(page, "#conn-state", "online");
+  await page.locator('#rooms li.joined.active[data-room="general"]').waitFor();
+  await waitText(page, "#pane-title", "#general");
+}
+
+/** Opens a fresh context + page, logs in as `name`, waits until online in #general. */
+export async function openUser(browser, url, name) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+  context.setDefaultTimeout(WAIT_MS);
+  const page = await context.newPage();
+  const user = { name, context, page, problems: [], dialogs: [], cspHeader: null };
+  watch(user, page);
+  const resp = await page.goto(`${url}/`, { waitUntil: "load", timeout: WAIT_MS });
+  assert.equal(resp.status(), 200, "GET / status");
+  user.cspHeader = resp.headers()["content-security-policy"] ?? null;
+  await page.locator("#name-input").fill(name);
+  await page.locator("#name-submit").click();
+  await waitInGeneral(page);
+  return user;
 }
