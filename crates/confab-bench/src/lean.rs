@@ -16,9 +16,9 @@
 //! (binary frames are skipped). Anything else ends the connection with an error in
 //! the report: the generator never guesses.
 
+use crate::steps;
 use confab_client::packet::{self, EnginePacket, SioType};
 use confab_client::RawHandler;
-use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +30,6 @@ use tokio::sync::watch;
 const BUF: usize = 16 * 1024;
 /// Largest frame accepted (a join ack with history can be big).
 const MAX_FRAME: usize = 16 << 20;
-const JOIN_ACK_ID: u64 = 1;
 
 /// One open, joined connection whose receive loop runs in its own task.
 pub struct LeanConn {
@@ -277,37 +276,10 @@ pub async fn open(
     if !open.starts_with('0') {
         return Err(format!("expected the engine open packet, got {open:.40}"));
     }
-    w.send(
-        1,
-        packet::connect_frame(Some(&json!({ "name": name }))).as_bytes(),
-    )
-    .await?;
-    w.until(|p| match p.kind {
-        SioType::Connect => Some(Ok(())),
-        SioType::ConnectError => Some(Err(format!(
-            "connect refused: {}",
-            packet::connect_error_message(p.payload)
-        ))),
-        _ => None,
-    })
-    .await?;
-    let join = packet::event_frame(
-        "room:join",
-        &json!({"room": room, "limit": 1}),
-        Some(JOIN_ACK_ID),
-    );
-    w.send(1, join.as_bytes()).await?;
-    w.until(|p| {
-        (p.kind == SioType::Ack && p.id == Some(JOIN_ACK_ID)).then(|| {
-            let ack: Value = packet::parse_ack(p.payload).map_err(|e| e.to_string())?;
-            if ack["ok"] == true {
-                Ok(())
-            } else {
-                Err(format!("room:join: {ack}"))
-            }
-        })
-    })
-    .await?;
+    w.send(1, steps::connect_frame(name).as_bytes()).await?;
+    w.until(steps::connect_answer).await?;
+    w.send(1, steps::join_frame(room).as_bytes()).await?;
+    w.until(steps::join_answer).await?;
     let closed = Arc::new(AtomicBool::new(false));
     let flag = closed.clone();
     let task = tokio::spawn(async move {

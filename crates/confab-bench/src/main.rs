@@ -19,6 +19,7 @@ mod idle;
 mod lean;
 mod scrape;
 mod stalled;
+mod steps;
 mod sys;
 
 use clap::{Args, Parser, Subcommand};

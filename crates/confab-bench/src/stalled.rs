@@ -16,7 +16,7 @@
 //! server's Socket.IO disconnect (`41`), an Engine.IO close, the end of the transport,
 //! or a bounded wait: that tells whether the server cut it.
 
-use crate::Common;
+use crate::{steps, Common};
 use confab_client::packet::{self, EnginePacket, SioType};
 use confab_client::{ClientBuilder, EngineConn, Error};
 use futures_util::stream::{self, StreamExt};
@@ -35,8 +35,6 @@ pub struct Opened {
     pub failures: usize,
     pub first_error: Option<String>,
 }
-
-const JOIN_ACK_ID: u64 = 1;
 
 fn sio_err(what: &str, name: &str, e: impl std::fmt::Display) -> String {
     format!("stalled {name}: {what}: {e}")
@@ -90,41 +88,18 @@ async fn open_one(
         .connect_engine()
         .await
         .map_err(|e| sio_err("connect", &name, e))?;
-    conn.send_text(packet::connect_frame(Some(&json!({ "name": name }))))
+    conn.send_text(steps::connect_frame(&name))
         .await
         .map_err(|e| sio_err("namespace connect", &name, e))?;
-    until(
-        &mut conn,
-        &name,
-        "namespace connect",
-        deadline,
-        |p| match p.kind {
-            SioType::Connect => Some(Ok(())),
-            SioType::ConnectError => Some(Err(format!(
-                "stalled connect: {}",
-                packet::connect_error_message(p.payload)
-            ))),
-            _ => None,
-        },
-    )
+    until(&mut conn, &name, "namespace connect", deadline, |p| {
+        steps::connect_answer(p).map(|r| r.map_err(|e| sio_err("namespace connect", &name, e)))
+    })
     .await?;
-    let join = packet::event_frame(
-        "room:join",
-        &json!({"room": room, "limit": 1}),
-        Some(JOIN_ACK_ID),
-    );
-    conn.send_text(join)
+    conn.send_text(steps::join_frame(&room))
         .await
         .map_err(|e| sio_err("room:join", &name, e))?;
     until(&mut conn, &name, "room:join", deadline, |p| {
-        (p.kind == SioType::Ack && p.id == Some(JOIN_ACK_ID)).then(|| {
-            let ack = packet::parse_ack(p.payload).map_err(|e| e.to_string())?;
-            if ack["ok"] == true {
-                Ok(())
-            } else {
-                Err(format!("stalled room:join: {ack}"))
-            }
-        })
+        steps::join_answer(p).map(|r| r.map_err(|e| sio_err("room:join", &name, e)))
     })
     .await?;
     // Read (and answer pings) for `read_for`, then stop for good.
