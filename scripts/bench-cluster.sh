@@ -42,6 +42,9 @@ stop_all() {
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
+# shellcheck source=lib/listening.sh
+source scripts/lib/listening.sh
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 
@@ -55,13 +58,7 @@ start_gateway() { # LOG [extra args...]; sets $url, appends pid
     "$BIN/confab" serve --bind 127.0.0.1:0 "${GW_ARGS[@]}" "$@" >"$log.out" 2>"$log.err" &
   fi
   pids+=($!)
-  for _ in $(seq 1 100); do
-    url="$(sed -n "s/^$name: listening on //p" "$log.out")"
-    [[ -n "$url" ]] && return 0
-    sleep 0.1
-  done
-  echo "bench-cluster: gateway did not start: $(cat "$log.err")" >&2
-  return 1
+  wait_listening "$name" "$log" "${pids[-1]}"
 }
 
 cargo build --release -p confab -p confab-bench >&2

@@ -23,18 +23,14 @@ stop_all() {
 trap 'stop_all; rm -rf "$STATE"' EXIT
 trap 'exit 130' INT TERM
 
+# shellcheck source=lib/listening.sh
+source scripts/lib/listening.sh
+
 start() { # NAME LOG CMD...: sets $url
   local name="$1" log="$2"; shift 2
   "$@" >"$log.out" 2>"$log.err" &
   pids+=($!)
-  url=""
-  for _ in $(seq 1 100); do
-    url="$(sed -n "s/^$name: listening on //p" "$log.out")"
-    [[ -n "$url" ]] && return 0
-    sleep 0.1
-  done
-  echo "bench-smoke: $name did not start: $(cat "$log.err")" >&2
-  exit 1
+  wait_listening "$name" "$log" "${pids[-1]}" || exit 1
 }
 
 cargo build -p confab -p confab-bench >&2

@@ -5,6 +5,9 @@
 #   start_server "$STATE/run1"   # sets $server_pid and $server_url
 #   stop_server
 
+# shellcheck source=listening.sh
+source "$(dirname "${BASH_SOURCE[0]}")/listening.sh"
+
 server_pid=""
 stop_server() {
   if [[ -n "$server_pid" ]]; then
@@ -23,14 +26,6 @@ start_server() {
   local log="$1"
   "${CARGO_TARGET_DIR:-target}/release/confab" serve --bind 127.0.0.1:0 "${SERVER_ARGS[@]}" >"$log.out" 2>"$log.err" &
   server_pid=$!
-  server_url=""
-  for _ in $(seq 1 100); do
-    server_url="$(sed -n 's/^confab: listening on //p' "$log.out")"
-    [[ -n "$server_url" ]] && return 0
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  echo "bench: the server did not start; see $log.err" >&2
-  cat "$log.err" >&2
-  exit 1
+  wait_listening confab "$log" "$server_pid" || exit 1
+  server_url="$url"
 }
