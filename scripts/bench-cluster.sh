@@ -30,20 +30,10 @@ mkdir -p "$OUT_DIR"
 STATE="$(mktemp -d /tmp/confab-bench-cluster.XXXXXX)"
 pids=()
 
-stop_all() {
-  for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  pids=()
-}
+# shellcheck source=lib/procs.sh
+source scripts/lib/procs.sh
 trap stop_all EXIT
 trap 'exit 130' INT TERM
-
-# shellcheck source=lib/listening.sh
-source scripts/lib/listening.sh
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }

@@ -11,20 +11,10 @@ cd "$(dirname "$0")/.."
 BIN="${CARGO_TARGET_DIR:-target}/debug"
 STATE="$(mktemp -d /tmp/confab-bench-smoke.XXXXXX)"
 pids=()
-stop_all() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  pids=()
-}
+# shellcheck source=lib/procs.sh
+source scripts/lib/procs.sh
 trap 'stop_all; rm -rf "$STATE"' EXIT
 trap 'exit 130' INT TERM
-
-# shellcheck source=lib/listening.sh
-source scripts/lib/listening.sh
 
 start() { # NAME LOG CMD...: sets $url
   local name="$1" log="$2"; shift 2

@@ -5,8 +5,8 @@
 #   start_server "$STATE/run1"   # sets $server_pid and $server_url
 #   stop_server
 
-# shellcheck source=listening.sh
-source "$(dirname "${BASH_SOURCE[0]}")/listening.sh"
+# shellcheck source=procs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/procs.sh"
 
 server_pid=""
 stop_server() {
