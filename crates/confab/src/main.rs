@@ -94,7 +94,8 @@ struct ServeArgs {
     socket_buffer: usize,
     /// Websocket read buffer per connection, bytes (256..=1 MiB; grows for a bigger
     /// frame). Each idle connection holds one.
-    #[arg(long, env = "CONFAB_WS_READ_BUFFER", default_value_t = 1024)]
+    #[arg(long, env = "CONFAB_WS_READ_BUFFER", default_value_t = 1024,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(256..=1 << 20))]
     ws_read_buffer: usize,
     /// Coalescing interval of room:presence pushes, in ms.
     #[arg(long, env = "CONFAB_PRESENCE_INTERVAL_MS", default_value_t = 500)]
@@ -162,7 +163,7 @@ impl ServeArgs {
             rate_burst: self.rate_burst,
             max_queued_requests: self.max_queued,
             socket_buffer: self.socket_buffer,
-            ws_read_buffer: self.ws_read_buffer.clamp(256, 1 << 20),
+            ws_read_buffer: self.ws_read_buffer,
             presence_interval: Duration::from_millis(self.presence_interval_ms.max(10)),
             typing_timeout: Duration::from_millis(self.typing_timeout_ms.max(100)),
             ping_interval: Duration::from_millis(self.ping_interval_ms),
