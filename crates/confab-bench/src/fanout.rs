@@ -297,8 +297,9 @@ pub async fn run(a: FanoutArgs) -> Result<(), String> {
             let h = handler(sh.clone(), i);
             let room = c.room.clone();
             let stop = stop_rx.clone();
+            let source = crate::source_ip(c, i);
             async move {
-                crate::lean::open(&url, &name, &room, h, stop)
+                crate::lean::open(&url, source, &name, &room, h, stop)
                     .await
                     .map_err(|e| format!("{name}: {e}"))
             }

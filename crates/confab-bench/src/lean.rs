@@ -230,17 +230,18 @@ impl Wire {
     }
 }
 
-/// Connect to `url` as `name`, join `room`, and start the receive loop, which
+/// Connect to `url` (from `source`, if given) as `name`, join `room`, and start the receive loop, which
 /// gives every Socket.IO event to `handler` until `stop` turns true.
 pub async fn open(
     url: &str,
+    source: Option<std::net::IpAddr>,
     name: &str,
     room: &str,
     handler: RawHandler,
     stop: watch::Receiver<bool>,
 ) -> Result<LeanConn, String> {
     let ep = packet::endpoint(url).map_err(|e| e.0)?;
-    let tcp = TcpStream::connect((ep.host.as_str(), ep.port))
+    let tcp = confab_client::net::connect(&ep.host, ep.port, source)
         .await
         .map_err(|e| format!("connect: {e}"))?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;

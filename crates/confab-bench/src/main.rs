@@ -64,6 +64,11 @@ pub struct Common {
     /// Connections being opened at the same time.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
+    /// Loopback source addresses to spread IPv4 connections over (127.0.0.1 ..
+    /// 127.0.0.N): one address runs out of fast ephemeral ports at ~14,000
+    /// connections to one server port (see confab_client::net). 1 = the default.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u8).range(1..=250))]
+    pub source_ips: u8,
     /// Bound on one connection's handshake + room:join, in ms.
     #[arg(long, default_value_t = 10_000)]
     pub connect_timeout_ms: u64,
@@ -226,6 +231,12 @@ where
     out
 }
 
+/// The local address connection `i` connects from (`--source-ips`).
+pub fn source_ip(c: &Common, i: usize) -> Option<std::net::IpAddr> {
+    (c.source_ips > 1)
+        .then(|| std::net::Ipv4Addr::new(127, 0, 0, 1 + (i % c.source_ips as usize) as u8).into())
+}
+
 /// Open `n` `confab-client` connections named `{prefix}{i}`, each joining `room`
 /// (unless `join` is false). `handler(i)` gives connection i's raw event sink.
 pub async fn connect_all(
@@ -241,7 +252,8 @@ pub async fn connect_all(
         let builder = ClientBuilder::new(url)
             .name(&name)
             .connect_timeout(per_conn)
-            .read_buffer_size(c.read_buffer);
+            .read_buffer_size(c.read_buffer)
+            .source_ip(source_ip(c, i));
         let h = handler(i);
         async move {
             let client = builder

@@ -24,6 +24,7 @@
 //! the event name and the payload text borrowed from the frame (nothing is parsed or
 //! allocated per event).
 
+pub mod net;
 pub mod packet;
 
 pub use packet::{OpenInfo, ServerEvent};
@@ -34,6 +35,7 @@ use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -132,6 +134,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     read_buffer: usize,
     raw: Option<RawHandler>,
+    source: Option<IpAddr>,
 }
 
 impl ClientBuilder {
@@ -144,6 +147,7 @@ impl ClientBuilder {
             connect_timeout: Duration::from_secs(10),
             read_buffer: 16 * 1024,
             raw: None,
+            source: None,
         }
     }
 
@@ -156,6 +160,12 @@ impl ClientBuilder {
     /// Shorthand for `auth({"name": name})`.
     pub fn name(self, name: &str) -> Self {
         self.auth(Some(serde_json::json!({ "name": name })))
+    }
+
+    /// Local address to connect from (see [`net::connect`]); default: the system's.
+    pub fn source_ip(mut self, ip: Option<IpAddr>) -> Self {
+        self.source = ip;
+        self
     }
 
     /// Bound on TCP connect + websocket upgrade + engine and namespace handshakes.
@@ -182,7 +192,7 @@ impl ClientBuilder {
     pub async fn connect_engine(&self) -> Result<EngineConn, Error> {
         timeout(
             self.connect_timeout,
-            EngineConn::open(&self.url, self.read_buffer),
+            EngineConn::open(&self.url, self.read_buffer, self.source),
         )
         .await
         .map_err(|_| Error::Timeout("websocket and engine handshake"))?
@@ -207,9 +217,13 @@ pub struct EngineConn {
 }
 
 impl EngineConn {
-    async fn open(url: &str, read_buffer: usize) -> Result<EngineConn, Error> {
+    async fn open(
+        url: &str,
+        read_buffer: usize,
+        source: Option<IpAddr>,
+    ) -> Result<EngineConn, Error> {
         let ep = packet::endpoint(url).map_err(|e| Error::Url(e.0))?;
-        let tcp = TcpStream::connect((ep.host.as_str(), ep.port)).await?;
+        let tcp = net::connect(&ep.host, ep.port, source).await?;
         tcp.set_nodelay(true)?;
         let config = WebSocketConfig::default()
             .read_buffer_size(read_buffer)
