@@ -20,7 +20,6 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
 
 /// Something stored in a log, ordered by id.
 pub trait Entry: Clone {
@@ -191,7 +190,7 @@ impl MemoryHub {
     /// A new node (gateway) attached to this hub, with its event receiver.
     pub fn node(self: &Arc<Self>) -> (Arc<MemoryNode>, EventReceiver) {
         let id = self.next_node.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::event_channel();
         self.logs.lock().nodes.insert(id, tx);
         (
             Arc::new(MemoryNode {

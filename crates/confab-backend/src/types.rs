@@ -3,6 +3,7 @@
 
 use confab_core::{ChatError, DirectMessage, Message, MessageId};
 use serde::{Deserialize, Serialize};
+use std::time::Instant;
 use tokio::sync::mpsc;
 
 /// A message before the backend assigned its id and timestamp.
@@ -64,10 +65,55 @@ pub enum BusEvent {
     UserSignal { user: String, signal: UserSignal },
 }
 
-/// The receiving end of a node's events, in publish order per topic.
-pub type EventReceiver = mpsc::UnboundedReceiver<BusEvent>;
+/// A node's event stream: a channel that stamps each event with the time it was
+/// queued, so the receiver can tell how far behind it is (the gateway's dispatch
+/// lag, used for overload admission) without trusting any clock but its own.
+pub fn event_channel() -> (EventSender, EventReceiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (EventSender(tx), EventReceiver(rx))
+}
+
 /// The sending end a backend uses to deliver to one node.
-pub type EventSender = mpsc::UnboundedSender<BusEvent>;
+#[derive(Clone, Debug)]
+pub struct EventSender(mpsc::UnboundedSender<(Instant, BusEvent)>);
+
+impl EventSender {
+    /// Queue `event` (stamped now); false if the receiver is gone.
+    pub fn send(&self, event: BusEvent) -> bool {
+        self.0.send((Instant::now(), event)).is_ok()
+    }
+}
+
+/// The receiving end of a node's events, in publish order per topic.
+#[derive(Debug)]
+pub struct EventReceiver(mpsc::UnboundedReceiver<(Instant, BusEvent)>);
+
+impl EventReceiver {
+    /// The next event; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<BusEvent> {
+        self.0.recv().await.map(|(_, e)| e)
+    }
+
+    /// The next event with the time it was queued.
+    pub async fn recv_stamped(&mut self) -> Option<(Instant, BusEvent)> {
+        self.0.recv().await
+    }
+
+    /// The next event if one is queued now.
+    pub fn try_recv(&mut self) -> Option<BusEvent> {
+        self.0.try_recv().ok().map(|(_, e)| e)
+    }
+
+    /// Events queued and not received yet.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no event is queued.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
 
 /// Which page of a history to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,12 +22,13 @@ pub enum ErrorCode {
     Forbidden,
     PayloadTooLarge,
     Unavailable,
+    Overloaded,
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidName,
         ErrorCode::InvalidRoom,
@@ -39,6 +40,7 @@ impl ErrorCode {
         ErrorCode::Forbidden,
         ErrorCode::PayloadTooLarge,
         ErrorCode::Unavailable,
+        ErrorCode::Overloaded,
         ErrorCode::Internal,
     ];
 
@@ -56,6 +58,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Overloaded => "overloaded",
             ErrorCode::Internal => "internal",
         }
     }

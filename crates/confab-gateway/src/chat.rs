@@ -221,8 +221,15 @@ pub async fn list_rooms(ctx: &Ctx, _: ListRooms) -> Result<RoomListAck, ChatErro
     Ok(RoomListAck { rooms })
 }
 
+/// Refuse a new message while this gateway is too far behind (before storing it).
+fn admit(ctx: &Ctx) -> Result<(), ChatError> {
+    let sh = &ctx.shared;
+    crate::overload::admit(sh.dispatch_lag.get(), sh.config.overload_lag)
+}
+
 pub async fn send_message(ctx: &Ctx, req: SendMessage) -> Result<SentAck<Message>, ChatError> {
     require_member(ctx, &req.room)?;
+    admit(ctx)?;
     let room = req.room.clone();
     let message = ctx
         .shared
@@ -259,6 +266,7 @@ pub async fn room_history(ctx: &Ctx, req: RoomHistory) -> Result<RoomHistoryAck,
 
 pub async fn send_dm(ctx: &Ctx, req: SendDm) -> Result<SentAck<DirectMessage>, ChatError> {
     let sh = &ctx.shared;
+    admit(ctx)?;
     // Offline users who connected before get the DM in their inbox (unread count
     // in their next `session`); names never seen are refused.
     if req.to != ctx.session.name && !sh.presence.is_known(&req.to).await? {

@@ -36,6 +36,9 @@ pub struct GatewayConfig {
     pub ping_timeout: Duration,
     /// How long a graceful shutdown may take before the process exits anyway.
     pub shutdown_deadline: Duration,
+    /// Refuse new messages (`overloaded`) while the dispatcher is further behind than
+    /// this (see [`crate::overload`]); `None`: never.
+    pub overload_lag: Option<Duration>,
 }
 
 impl Default for GatewayConfig {
@@ -55,6 +58,7 @@ impl Default for GatewayConfig {
             ping_interval: Duration::from_secs(25),
             ping_timeout: Duration::from_secs(20),
             shutdown_deadline: Duration::from_secs(10),
+            overload_lag: Some(Duration::from_secs(2)),
         }
     }
 }

@@ -3,8 +3,10 @@
 //! One task per gateway reads the backend's event stream (in publish order per
 //! topic) and emits each event to the local sockets concerned, through
 //! socketioxide's local rooms: `r:<room>` holds the sockets in a room, `u:<name>`
-//! the sockets of a user. socketioxide encodes a broadcast packet once and hands the
-//! same bytes to every socket, so a message is serialised once per gateway.
+//! the sockets of a user. A stored message is serialised to JSON once per gateway and
+//! then emitted socket by socket, so the gateway knows exactly which socket could not
+//! take it (a slow consumer). Each event's time in the queue is the dispatch lag that
+//! [`crate::overload`] admits new messages by.
 
 use crate::gateway::Shared;
 use crate::metrics as m;
@@ -53,8 +55,11 @@ pub async fn run(shared: Arc<Shared>, mut events: EventReceiver, mut commands: C
     let mut seams = Seams::default();
     loop {
         tokio::select! {
-            e = events.recv() => match e {
-                Some(e) => deliver(&shared, &mut last, &mut seams, e).await,
+            e = events.recv_stamped() => match e {
+                Some((queued, e)) => {
+                    shared.dispatch_lag.record(queued, events.is_empty());
+                    deliver(&shared, &mut last, &mut seams, e).await;
+                }
                 None => break,
             },
             c = commands.recv() => match c {

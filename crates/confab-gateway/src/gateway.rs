@@ -38,6 +38,8 @@ pub struct Shared {
     /// what is left and waits for none).
     pub sessions:
         parking_lot::Mutex<std::collections::HashMap<socketioxide::socket::Sid, crate::chat::Ctx>>,
+    /// How far behind the dispatcher is (read by the overload admission).
+    pub dispatch_lag: crate::overload::DispatchLag,
 }
 
 impl Shared {
@@ -90,6 +92,7 @@ impl Gateway {
             coalescer: Coalescer::default(),
             shutdown: CancellationToken::new(),
             metrics,
+            dispatch_lag: Default::default(),
         });
         socket::attach(&io, shared.clone());
         let app = http::router(shared.clone())
@@ -126,12 +129,19 @@ impl Gateway {
             tokio::spawn(dispatch::presence_flusher(shared.clone())),
         ];
         if let Some(h) = shared.metrics.clone() {
-            let t = token.clone();
+            let (t, sh) = (token.clone(), shared.clone());
+            metrics::gauge!(crate::metrics::DISPATCH_LAG).set(0.0);
             tasks.push(tokio::spawn(async move {
-                loop {
+                for tick in 0u64.. {
                     tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(5)) => h.run_upkeep(),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                         _ = t.cancelled() => break,
+                    }
+                    // Sampled once a second: the dispatcher's hot path stays free of it.
+                    metrics::gauge!(crate::metrics::DISPATCH_LAG)
+                        .set(sh.dispatch_lag.get().as_secs_f64());
+                    if tick % 5 == 4 {
+                        h.run_upkeep();
                     }
                 }
             }));

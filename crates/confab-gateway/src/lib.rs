@@ -4,7 +4,8 @@
 //! [`socket`] accepts a connection and queues each event of a socket in arrival
 //! order; [`chat`] validates it (via `confab-core`) and calls the backend;
 //! the backend appends and publishes; [`dispatch`] receives the backend's events and
-//! emits them to the local sockets of the room, serialised once per gateway.
+//! emits them to the local sockets of the room; [`overload`] refuses new messages
+//! while the dispatcher is too far behind.
 //! [`http`] serves the UI, `/healthz`, `/readyz` and `/metrics`. [`gateway`] wires it
 //! together and owns the one shutdown mechanism.
 
@@ -14,6 +15,7 @@ pub mod dispatch;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod overload;
 pub mod presence;
 pub mod ratelimit;
 pub mod reply;

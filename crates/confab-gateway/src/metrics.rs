@@ -16,6 +16,7 @@ pub const SEND_FAILED: &str = "confab_send_failed_total";
 pub const PRESENCE_PUSHES: &str = "confab_presence_pushes_total";
 pub const SUBSCRIPTIONS: &str = "confab_subscriptions";
 pub const SLOW_CONSUMERS: &str = "confab_slow_consumers_total";
+pub const DISPATCH_LAG: &str = "confab_dispatch_lag_seconds";
 
 /// Register help texts (call once at start-up, after installing the recorder).
 pub fn describe() {
@@ -47,6 +48,11 @@ pub fn describe() {
     describe_counter!(
         PRESENCE_PUSHES,
         "room:presence pushes emitted (one per room per interval)"
+    );
+    describe_gauge!(
+        DISPATCH_LAG,
+        Unit::Seconds,
+        "How long the event being delivered waited in the dispatcher's queue (0 when caught up); above --overload-lag-ms new messages are refused"
     );
     describe_gauge!(
         SUBSCRIPTIONS,

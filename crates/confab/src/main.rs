@@ -137,6 +137,10 @@ struct ServeArgs {
     /// `joinedMore`/`leftMore`).
     #[arg(long, env = "CONFAB_PRESENCE_NAMES_MAX", default_value_t = 50)]
     presence_names_max: usize,
+    /// Refuse new messages with `overloaded` while deliveries lag by more than this,
+    /// in ms (0: never refuse).
+    #[arg(long, env = "CONFAB_OVERLOAD_LAG_MS", default_value_t = 2_000)]
+    overload_lag_ms: u64,
     /// Redis connections in the command pool.
     #[arg(long, env = "CONFAB_REDIS_POOL", default_value_t = 16)]
     redis_pool: usize,
@@ -169,6 +173,8 @@ impl ServeArgs {
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             ping_timeout: Duration::from_millis(self.ping_timeout_ms),
             shutdown_deadline: Duration::from_millis(self.shutdown_deadline_ms),
+            overload_lag: (self.overload_lag_ms > 0)
+                .then(|| Duration::from_millis(self.overload_lag_ms)),
         }
     }
 }

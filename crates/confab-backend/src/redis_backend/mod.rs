@@ -43,7 +43,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use subscriber::Cursors;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Settings of a [`RedisNode`].
@@ -470,7 +469,7 @@ impl RedisNode {
                 config.heartbeat_interval
             );
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = crate::event_channel();
         let shared = Arc::new(Shared {
             keys: Keys::new(&config.key_prefix),
             cfg: config,
