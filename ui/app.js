@@ -719,7 +719,9 @@ function removePending(conv, p) {
   p.el.remove();
 }
 
-const RETRYABLE = new Set(["rate_limited", "unavailable", "timeout"]);
+// `overloaded`: the server did not store the message (it is behind); resend it later
+// with the same clientId.
+const RETRYABLE = new Set(["rate_limited", "unavailable", "overloaded", "timeout"]);
 
 async function trySend(p) {
   const conv = p.conv;

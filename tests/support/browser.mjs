@@ -52,11 +52,15 @@ export async function waitInGeneral(page) {
   await waitText(page, "#pane-title", "#general");
 }
 
-/** Opens a fresh context + page, logs in as `name`, waits until online in #general. */
-export async function openUser(browser, url, name) {
+/**
+ * Opens a fresh context + page, logs in as `name`, waits until online in #general.
+ * `beforeLogin(page)` runs before the page is loaded (e.g. to watch its websocket).
+ */
+export async function openUser(browser, url, name, { beforeLogin } = {}) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
   context.setDefaultTimeout(WAIT_MS);
   const page = await context.newPage();
+  if (beforeLogin) beforeLogin(page);
   const user = { name, context, page, problems: [], dialogs: [], cspHeader: null };
   watch(user, page);
   const resp = await page.goto(`${url}/`, { waitUntil: "load", timeout: WAIT_MS });
