@@ -7,7 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import { LAUNCH, waitText, openUser } from "../support/browser.mjs";
-import { startServer, connect, call } from "../support/server.mjs";
+import { startServer, connect, call, sleep } from "../support/server.mjs";
 
 const MEMBERS = 60;
 const SENDERS = 20;
@@ -59,7 +59,7 @@ test("a message refused as `overloaded` is resent by the page and shown once", {
     })();
     const until = async (cond, ms) => {
       const end = Date.now() + ms;
-      while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+      while (!cond() && Date.now() < end) await sleep(10);
       return cond();
     };
     const shownSent = (t) =>
@@ -79,7 +79,7 @@ test("a message refused as `overloaded` is resent by the page and shown once", {
       const end = Date.now() + 20000;
       while (refusedInPage() === 0 && !sent && Date.now() < end) {
         sent = await shownSent(text);
-        await new Promise((r) => setTimeout(r, 20));
+        await sleep(20);
       }
     }
     const refused = refusedInPage();
@@ -90,14 +90,13 @@ test("a message refused as `overloaded` is resent by the page and shown once", {
     // Refused messages stay "sending…" (never failed) and are resent; once the server
     // has caught up each is shown once and stored once.
     assert.equal(await alice.page.locator("#message-list .message.failed").count(), 0, "shown as failed");
-    const hist = async () => (await call(flood[0], "message:history", { room: "general", limit: 50 })).messages;
     for (const text of texts) {
       await waitText(alice.page, "#message-list .message:not(.pending) .text", text, 90000);
       const shown = await alice.page.$$eval("#message-list .message .text", (els, t) => els.filter((e) => e.textContent === t).length, text);
       assert.equal(shown, 1, `"${text}" must be shown exactly once`);
     }
     assert.equal(await alice.page.locator("#message-list .message.failed").count(), 0, "shown as failed");
-    const stored = await hist();
+    const stored = (await call(flood[0], "message:history", { room: "general", limit: 50 })).messages;
     for (const text of texts) assert.equal(stored.filter((m) => m.text === text).length, 1, `"${text}" stored once`);
     assert.deepEqual(alice.problems, [], "no console or page errors");
   } finally {

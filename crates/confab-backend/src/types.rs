@@ -104,11 +104,6 @@ impl EventReceiver {
         self.0.try_recv().ok().map(|(_, e)| e)
     }
 
-    /// Events queued and not received yet.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
     /// Whether no event is queued.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

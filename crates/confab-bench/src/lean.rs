@@ -230,8 +230,8 @@ impl Wire {
     }
 }
 
-/// Connect to `url` (from `source`, if given) as `name`, join `room`, and start the receive loop, which
-/// gives every Socket.IO event to `handler` until `stop` turns true.
+/// Connect to `url` (from `source`, if given) as `name`, join `room`, and start the
+/// receive loop, which gives every Socket.IO event to `handler` until `stop` turns true.
 pub async fn open(
     url: &str,
     source: Option<std::net::IpAddr>,
