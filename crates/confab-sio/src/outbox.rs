@@ -76,11 +76,11 @@ mod tests {
     fn bounded_in_bytes_whole_groups() {
         let mut o = Outbox::default();
         let ten = Frame::text("0123456789");
-        o.try_push(&[ten.clone()], 25).unwrap();
-        o.try_push(&[ten.clone()], 25).unwrap();
+        o.try_push(std::slice::from_ref(&ten), 25).unwrap();
+        o.try_push(std::slice::from_ref(&ten), 25).unwrap();
         assert_eq!(o.bytes(), 20);
         // 30 > 25: refused whole, nothing queued.
-        assert_eq!(o.try_push(&[ten.clone()], 25), Err(Full));
+        assert_eq!(o.try_push(std::slice::from_ref(&ten), 25), Err(Full));
         assert_eq!(o.try_push(&[Frame::text("ab"), ten.clone()], 25), Err(Full));
         assert_eq!((o.len(), o.bytes()), (2, 20));
         o.try_push(&[Frame::text("abcde")], 25).unwrap();

@@ -225,7 +225,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
 
 async fn route(inner: &Arc<Inner>, req: Request) -> Response {
     if let (Some(check), Some(origin)) = (&inner.origin_check, req.headers().get(header::ORIGIN)) {
-        if !origin.to_str().is_ok_and(|o| check(o)) {
+        if !origin.to_str().is_ok_and(check) {
             return refuse(StatusCode::FORBIDDEN, 4, "Forbidden: origin not allowed");
         }
     }

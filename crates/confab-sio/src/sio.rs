@@ -232,7 +232,7 @@ pub fn event<T: Serialize + ?Sized>(
 ) -> Result<Frame, serde_json::Error> {
     let mut out = String::with_capacity(64);
     prefix(&mut out, b'2', 0, ns);
-    out.push_str("[");
+    out.push('[');
     out.push_str(&serde_json::to_string(event)?);
     out.push(',');
     out.push_str(&serde_json::to_string(data)?);
@@ -389,7 +389,12 @@ mod tests {
         let fs = ack_args("/", 456, &[json!(1), json!("2")], &[]);
         assert_eq!(text(&fs[0]), r#"43456[1,"2"]"#);
         let ph = json!({"_placeholder":true,"num":0});
-        let fs = ack_args("/", 789, &[ph.clone()], &[Bytes::from_static(b"\x01")]);
+        let fs = ack_args(
+            "/",
+            789,
+            std::slice::from_ref(&ph),
+            &[Bytes::from_static(b"\x01")],
+        );
         assert_eq!(text(&fs[0]), r#"461-789[{"_placeholder":true,"num":0}]"#);
         assert_eq!(fs[1], Frame::Binary(Bytes::from_static(b"\x01")));
         let fs = event_args("/", "m", &[ph], &[Bytes::from_static(b"\x01")]);
