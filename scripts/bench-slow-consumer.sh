@@ -12,16 +12,16 @@
 #   PAD=2000 DURATION=30 scripts/bench-slow-consumer.sh
 #
 # Why PAD=3900 and DURATION=20 by default: the stalled connection is only cut once
-# its server-side buffer (--socket-buffer packets) is full, and that buffer only
+# its server-side queue (--socket-buffer-bytes) is full, and that buffer only
 # starts filling once the kernel's TCP buffers between server and client are full:
 # on loopback here about 4 MB (the server's send queue grows to net.ipv4.tcp_wmem
 # max, 4 MiB, plus ~120 KB unread on the client side). At RATE msg/s of PAD-character
-# messages that takes about 4 MB / (RATE x PAD) s, plus SOCKET_BUFFER / RATE s for
-# the server buffer: with PAD=2000 at 100 msg/s about 21 s, so a 15 s run never cuts
+# messages that takes about 4 MB / (RATE x PAD) s, plus SOCKET_BUFFER_BYTES / (RATE x PAD) s
+# for the server queue: with PAD=2000 at 100 msg/s about 21 s, so a 15 s run never cuts
 # it (everything sent fits in the kernel buffers); with PAD=3900 (the server's
 # --max-text is 4000 characters) about 12-13 s. Keep the cut well before 25 s after
 # connecting: at that point the Engine.IO heartbeat pings, and a ping that does not
-# fit in the full buffer closes the transport (heartbeat timeout) on its own.
+# cannot be written closes the transport (heartbeat timeout) on its own.
 #
 # Exit status: 0 when the stalled run shows the property (lost 0 and no duplicates
 # for the normal clients, at least one slow consumer counted, every stalled
@@ -37,9 +37,9 @@ PAD="${PAD:-3900}"
 STALLED="${STALLED:-1}"
 GRACE="${GRACE:-5}"
 THREADS="${THREADS:-2}"
-SOCKET_BUFFER="${SOCKET_BUFFER:-256}"
+SOCKET_BUFFER_BYTES="${SOCKET_BUFFER_BYTES:-1048576}"
 OUT_DIR="${OUT_DIR:-artifacts/bench}"
-SERVER_ARGS=(--rate-limit 1000 --rate-burst 1000 --socket-buffer "$SOCKET_BUFFER")
+SERVER_ARGS=(--rate-limit 1000 --rate-burst 1000 --socket-buffer-bytes "$SOCKET_BUFFER_BYTES")
 
 ulimit -n "$(ulimit -Hn)"
 mkdir -p "$OUT_DIR"
@@ -75,7 +75,7 @@ for stalled in 0 "$STALLED"; do
 done
 
 echo
-echo "== summary ($CLIENTS normal clients, $SENDERS senders, $RATE msg/s for $DURATION s, pad $PAD, --socket-buffer $SOCKET_BUFFER; latency from the scheduled send, normal clients only)"
+echo "== summary ($CLIENTS normal clients, $SENDERS senders, $RATE msg/s for $DURATION s, pad $PAD, --socket-buffer-bytes $SOCKET_BUFFER_BYTES; latency from the scheduled send, normal clients only)"
 {
   printf 'stalled\tdeliv/s\texpected\treceived\tlost\tdupes\tp50_ms\tp90_ms\tp99_ms\tmax_ms\tclosed\tslow_consumers\tcut_at_s\tstalled_disconnected\thow\n'
   jq -r '[.stalled, .deliveries_per_s, .deliveries_expected, .deliveries_received, .lost, .duplicates,

@@ -15,7 +15,7 @@ const EACH = 50; // below the per-socket request queue (--max-queued 64)
 
 test("a message refused as `overloaded` is resent by the page and shown once", { timeout: 180000 }, async () => {
   const server = await startServer({
-    args: ["--overload-lag-ms", "5", "--rate-limit", "100000", "--rate-burst", "100000", "--socket-buffer", "65536"],
+    args: ["--overload-lag-ms", "5", "--rate-limit", "100000", "--rate-burst", "100000", "--socket-buffer-bytes", "67108864"],
   });
   let browser;
   const flood = [];

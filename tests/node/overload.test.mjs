@@ -13,7 +13,7 @@ const h = new Harness([
   "--rate-limit", "100000", "--rate-burst", "100000",
   // Big per-socket buffers: this test is about the gateway falling behind, not about
   // slow consumers.
-  "--socket-buffer", "65536",
+  "--socket-buffer-bytes", "67108864",
 ]);
 before(async () => {
   await h.start();

@@ -8,7 +8,7 @@ import WebSocket from "ws";
 import { Harness, call, uname, uroom, assertOk, join, sleep, T } from "./lib.mjs";
 
 const h = new Harness([
-  "--socket-buffer", "16", "--rate-limit", "10000", "--rate-burst", "10000",
+  "--socket-buffer-bytes", "65536", "--rate-limit", "10000", "--rate-burst", "10000",
   "--ping-interval-ms", "60000", "--ping-timeout-ms", "60000",
 ]);
 before(async () => {

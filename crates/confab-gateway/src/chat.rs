@@ -5,8 +5,8 @@
 //! come back to every socket, the sender's included, through the backend's event
 //! stream ([`crate::dispatch`]), so every member sees the same order.
 
-use crate::dispatch::{room_key, user_key};
 use crate::gateway::Shared;
+use crate::groups::{room_key, user_key};
 use crate::session::Session;
 use crate::typing;
 use confab_backend::{HistoryQuery, NewDm, NewMessage, Signal, Topic};
@@ -16,7 +16,7 @@ use confab_core::protocol::{
     SentAck, Typing, UsersAck,
 };
 use confab_core::{ChatError, DirectMessage, ErrorCode, Message, MessageId};
-use socketioxide::extract::SocketRef;
+use confab_sio::Socket;
 use std::sync::Arc;
 
 /// Everything an operation needs: the gateway, the socket and its session.
@@ -24,7 +24,7 @@ use std::sync::Arc;
 pub struct Ctx {
     pub shared: Arc<Shared>,
     pub session: Arc<Session>,
-    pub socket: SocketRef,
+    pub socket: Socket,
 }
 
 fn not_member(room: &str) -> ChatError {
@@ -45,7 +45,7 @@ fn require_member(ctx: &Ctx, room: &str) -> Result<(), ChatError> {
 /// Make the session a member of `room`: the gateway's subscription first (so
 /// nothing published from now on is missed by this gateway), then presence.
 /// Returns false if it already was a member. Undone on failure. The socket itself
-/// is put into the socketioxide room by the caller.
+/// is put into the room's fan-out group by the caller.
 async fn enter_room(ctx: &Ctx, room: &str) -> Result<bool, ChatError> {
     let sh = &ctx.shared;
     if !ctx.session.add_room(room) {
@@ -95,9 +95,9 @@ async fn attach_socket(
 
 /// Take a session out of `room` (leave or disconnect): typing, presence, socket
 /// room, subscription.
-pub async fn exit_room(shared: &Arc<Shared>, session: &Session, socket: &SocketRef, room: &str) {
+pub async fn exit_room(shared: &Arc<Shared>, session: &Session, socket: &Socket, room: &str) {
     typing::stop(shared, session, room).await;
-    socket.leave(room_key(room));
+    shared.groups.leave(&room_key(room), socket);
     match shared.presence.leave(room, &session.name).await {
         Ok(0) => announce(shared, room, &session.name, false).await,
         Ok(_) => {}
@@ -346,22 +346,22 @@ pub async fn open_session(ctx: &Ctx) -> Result<(), ChatError> {
         let _ = sh.presence.disconnect(name).await;
         return Err(e.into());
     }
-    ctx.socket.join(user_key(name));
+    sh.groups.join(user_key(name), &ctx.socket);
     let general = confab_core::validate::DEFAULT_ROOM;
     if let Err(e) = enter_room(ctx, general).await {
-        ctx.socket.leave(user_key(name));
+        sh.groups.leave(&user_key(name), &ctx.socket);
         sh.subs.release(Topic::User(name.clone())).await;
         let _ = sh.presence.disconnect(name).await;
         return Err(e);
     }
     // No history is promised with the automatic join: the socket can join the
     // fan-out directly (room:join {room: "general"} gives history).
-    ctx.socket.join(room_key(general));
+    sh.groups.join(room_key(general), &ctx.socket);
     Ok(())
 }
 
 /// Undo everything a session holds (disconnect).
-pub async fn close_session(shared: &Arc<Shared>, session: &Session, socket: &SocketRef) {
+pub async fn close_session(shared: &Arc<Shared>, session: &Session, socket: &Socket) {
     for room in session.take_rooms() {
         exit_room(shared, session, socket, &room).await;
     }
@@ -369,5 +369,5 @@ pub async fn close_session(shared: &Arc<Shared>, session: &Session, socket: &Soc
         tracing::warn!(user = %session.name, "presence disconnect failed: {e}");
     }
     shared.subs.release(Topic::User(session.name.clone())).await;
-    socket.leave_all();
+    shared.groups.leave(&user_key(&session.name), socket);
 }

@@ -22,8 +22,8 @@ pub struct GatewayConfig {
     /// Requests of one socket queued while it waits for earlier ones (beyond this
     /// the socket is answered `rate_limited`).
     pub max_queued_requests: usize,
-    /// Outgoing packets buffered per socket before it counts as too slow.
-    pub socket_buffer: usize,
+    /// Outgoing bytes queued per connection before it counts as too slow.
+    pub socket_buffer_bytes: usize,
     /// Websocket read buffer per connection, bytes (grows for a bigger frame). Every
     /// idle connection holds one, so it is small by default.
     pub ws_read_buffer: usize,
@@ -51,7 +51,7 @@ impl Default for GatewayConfig {
             rate_per_sec: 20.0,
             rate_burst: 60.0,
             max_queued_requests: 64,
-            socket_buffer: 1024,
+            socket_buffer_bytes: 1 << 20,
             ws_read_buffer: 1024,
             presence_interval: Duration::from_millis(500),
             typing_timeout: Duration::from_millis(5000),

@@ -1,20 +1,20 @@
 //! From backend events to local sockets.
 //!
 //! One task per gateway reads the backend's event stream (in publish order per
-//! topic) and emits each event to the local sockets concerned, through
-//! socketioxide's local rooms: `r:<room>` holds the sockets in a room, `u:<name>`
-//! the sockets of a user. A stored message is serialised to JSON once per gateway and
-//! then emitted socket by socket, so the gateway knows exactly which socket could not
-//! take it (a slow consumer). Each event's time in the queue is the dispatch lag that
+//! topic) and sends each event to the local sockets concerned, through the
+//! [`Groups`](crate::groups::Groups): `r:<room>` holds the sockets in a room,
+//! `u:<name>` the sockets of a user. Every push is encoded once per gateway into one
+//! shared frame and queued socket by socket, so the gateway knows exactly which
+//! socket could not take it (a slow consumer). Each event's time in the queue is the dispatch lag that
 //! [`crate::overload`] admits new messages by.
 
 use crate::gateway::Shared;
+use crate::groups::{room_key, user_key};
 use crate::metrics as m;
 use confab_backend::{BusEvent, EventReceiver, Signal, UserSignal};
 use confab_core::protocol::{push, DmReadPush, PresencePush, TypingPush};
 use confab_core::MessageId;
-use socketioxide::extract::SocketRef;
-use socketioxide::{SendError, SocketError};
+use confab_sio::{Frame, Socket};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
@@ -26,7 +26,7 @@ pub enum Command {
     /// holds the room's messages up to `read_up_to` (and up to the reply): later
     /// emits of those are held back for this socket.
     Join {
-        socket: SocketRef,
+        socket: Socket,
         room: String,
         read_up_to: Option<MessageId>,
         reply: oneshot::Sender<Option<MessageId>>,
@@ -35,16 +35,6 @@ pub enum Command {
 
 pub type CommandSender = mpsc::UnboundedSender<Command>;
 pub type CommandReceiver = mpsc::UnboundedReceiver<Command>;
-
-/// The socketioxide room of a chat room.
-pub fn room_key(room: &str) -> String {
-    format!("r:{room}")
-}
-
-/// The socketioxide room holding every socket of a user.
-pub fn user_key(name: &str) -> String {
-    format!("u:{name}")
-}
 
 /// Run until the backend closes the stream or shutdown.
 pub async fn run(shared: Arc<Shared>, mut events: EventReceiver, mut commands: CommandReceiver) {
@@ -69,7 +59,7 @@ pub async fn run(shared: Arc<Shared>, mut events: EventReceiver, mut commands: C
                     if let Some(held) = read_up_to.max(emitted) {
                         seams.hold(&room, socket.clone(), held);
                     }
-                    socket.join(room_key(&room));
+                    shared.groups.join(room_key(&room), &socket);
                     let _ = reply.send(emitted);
                 }
                 None => break,
@@ -84,11 +74,11 @@ pub async fn run(shared: Arc<Shared>, mut events: EventReceiver, mut commands: C
 /// lives until the first later message reaches the socket (or the socket is gone).
 #[derive(Default)]
 struct Seams {
-    rooms: HashMap<String, Vec<(SocketRef, MessageId)>>,
+    rooms: HashMap<String, Vec<(Socket, MessageId)>>,
 }
 
 impl Seams {
-    fn hold(&mut self, room: &str, socket: SocketRef, up_to: MessageId) {
+    fn hold(&mut self, room: &str, socket: Socket, up_to: MessageId) {
         self.rooms
             .entry(room.to_owned())
             .or_default()
@@ -96,14 +86,14 @@ impl Seams {
     }
 
     /// Sockets of `room` that must not get message `id` (their ack holds it).
-    fn skip(&mut self, room: &str, id: MessageId) -> Vec<socketioxide::socket::Sid> {
+    fn skip(&mut self, room: &str, id: MessageId) -> Vec<Socket> {
         let Some(held) = self.rooms.get_mut(room) else {
             return Vec::new();
         };
         let mut skip = Vec::new();
         held.retain(|(socket, up_to)| {
             if socket.connected() && id <= *up_to {
-                skip.push(socket.id);
+                skip.push(socket.clone());
                 true
             } else {
                 false
@@ -122,8 +112,7 @@ async fn deliver(
     seams: &mut Seams,
     event: BusEvent,
 ) {
-    let io = &shared.io;
-    let result = match event {
+    match event {
         BusEvent::Message(msg) => {
             m::fanout("message");
             match last.get_mut(&msg.room) {
@@ -133,24 +122,30 @@ async fn deliver(
                 }
             }
             let skip = seams.skip(&msg.room, msg.id);
-            deliver_each(shared, room_key(&msg.room), &skip, push::MESSAGE_NEW, &msg);
-            Ok(())
+            if let Some(frame) = encode(push::MESSAGE_NEW, &msg) {
+                send(shared, &room_key(&msg.room), &frame, |s| skip.contains(s));
+            }
         }
         BusEvent::Dm(dm) => {
             m::fanout("dm");
-            let to = [user_key(&dm.to), user_key(&dm.from)];
-            deliver_each(shared, to, &[], push::DM_NEW, &dm);
-            Ok(())
+            if let Some(frame) = encode(push::DM_NEW, &dm) {
+                send(shared, &user_key(&dm.to), &frame, |_| false);
+                if dm.from != dm.to {
+                    send(shared, &user_key(&dm.from), &frame, |_| false);
+                }
+            }
         }
         BusEvent::Signal {
             room,
             signal: Signal::Typing { user, typing },
         } => {
             m::fanout("typing");
+            let own = shared.groups.members(&user_key(&user));
             let key = room_key(&room);
-            let except = user_key(&user);
             let p = TypingPush { room, user, typing };
-            io.to(key).except(except).emit(push::TYPING, &p).await
+            if let Some(frame) = encode(push::TYPING, &p) {
+                send(shared, &key, &frame, |s| own.contains(s));
+            }
         }
         BusEvent::UserSignal {
             user,
@@ -166,84 +161,59 @@ async fn deliver(
                 up_to,
                 unread,
             };
-            io.to(user_key(&user)).emit(push::DM_READ, &p).await
+            if let Some(frame) = encode(push::DM_READ, &p) {
+                send(shared, &user_key(&user), &frame, |_| false);
+            }
         }
         BusEvent::Signal {
             room,
             signal: Signal::Presence { joined, left },
         } => {
             shared.coalescer.add(&room, &joined, &left);
-            Ok(())
         }
-    };
-    if let Err(e) = result {
-        m::send_failed("fanout");
-        tracing::warn!("fan-out incomplete: {e}");
     }
 }
 
-/// Emit a stored message to every local socket in `rooms`, serialised once, and
-/// learn which sockets could not take it: a socket whose outgoing buffer is full is
-/// a slow consumer and is disconnected (it resumes with `since` when it reconnects),
-/// so no socket silently misses a stored message.
-fn deliver_each<T: serde::Serialize>(
-    shared: &Shared,
-    rooms: impl socketioxide_core::adapter::RoomParam,
-    skip: &[socketioxide::socket::Sid],
-    event: &str,
-    data: &T,
-) {
-    let raw = match serde_json::value::to_raw_value(data) {
-        Ok(raw) => raw,
+/// Encode a push once for every recipient on this gateway.
+fn encode<T: serde::Serialize>(event: &str, data: &T) -> Option<Frame> {
+    match confab_sio::sio::event("/", event, data) {
+        Ok(f) => Some(f),
         Err(e) => {
             tracing::error!("cannot serialise {event}: {e}");
-            return;
+            None
         }
-    };
-    for socket in shared.io.to(rooms).sockets() {
-        if skip.contains(&socket.id) {
-            continue;
-        }
-        match socket.emit(event, &raw) {
-            Ok(()) => {}
-            Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                slow_consumer(shared, socket)
-            }
-            Err(e) => {
-                m::send_failed("fanout");
-                tracing::debug!(sid = %socket.id, "not delivered: {e}");
-            }
-        }
+    }
+}
+
+/// Queue `frame` to the sockets of group `key` and cut every socket whose queue
+/// refused it: it is a slow consumer and is disconnected (it resumes with `since`
+/// when it reconnects), so no socket silently misses a push.
+fn send(shared: &Shared, key: &str, frame: &Frame, skip: impl Fn(&Socket) -> bool) {
+    for socket in shared.groups.send(key, frame, skip) {
+        slow_consumer(shared, socket);
     }
 }
 
 /// A socket that cannot keep up: count it, take it out of every fan-out at once (it
 /// must not receive later messages after missing one), and disconnect it with a
-/// reason the client sees (`io server disconnect`) as soon as its buffer has room for
-/// the disconnect packet. If it never reads again, the Engine.IO heartbeat closes it.
-/// Its session is cleaned up at once (presence, subscriptions), as for a disconnect;
-/// the client resumes with `since` when it reconnects.
-fn slow_consumer(shared: &Shared, socket: SocketRef) {
-    let Some(ctx) = shared.sessions.lock().get(&socket.id).cloned() else {
+/// reason the client sees (`io server disconnect`): the DISCONNECT packet is queued
+/// past the bound. If the client never reads again, the Engine.IO heartbeat closes
+/// the transport. Its session is cleaned up at once (presence, subscriptions), as for
+/// a disconnect; the client resumes with `since` when it reconnects.
+fn slow_consumer(shared: &Shared, socket: Socket) {
+    let Some(ctx) = shared.sessions.lock().get(socket.id()).cloned() else {
         return;
     };
     if ctx.session.is_closed() {
         return;
     }
     metrics::counter!(m::SLOW_CONSUMERS).increment(1);
-    tracing::info!(sid = %socket.id, "slow consumer: outgoing buffer full, disconnecting");
-    socket.leave_all();
-    crate::socket::close(ctx);
-    tokio::spawn(async move {
-        for _ in 0..600 {
-            match socket.clone().disconnect() {
-                Err(SocketError::InternalChannelFull) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
-                }
-                _ => return,
-            }
-        }
-    });
+    tracing::info!(sid = %socket.id(), "slow consumer: outgoing queue full, disconnecting");
+    for room in ctx.session.rooms() {
+        shared.groups.leave(&room_key(&room), &socket);
+    }
+    shared.groups.leave(&user_key(&ctx.session.name), &socket);
+    socket.disconnect();
 }
 
 /// Emit the coalesced presence batches every `presence_interval`.
@@ -266,9 +236,8 @@ pub async fn presence_flusher(shared: Arc<Shared>) {
                 joined_more: batch.joined_more,
                 left_more: batch.left_more,
             };
-            if let Err(e) = shared.io.to(key).emit(push::ROOM_PRESENCE, &p).await {
-                m::send_failed("presence");
-                tracing::warn!("presence push incomplete: {e}");
+            if let Some(frame) = encode(push::ROOM_PRESENCE, &p) {
+                send(&shared, &key, &frame, |_| false);
             }
         }
     }

@@ -13,7 +13,6 @@ use crate::{dispatch, http, socket};
 use axum::serve::ListenerExt;
 use confab_backend::{Broker, EventReceiver, Presence};
 use metrics_exporter_prometheus::PrometheusHandle;
-use socketioxide::SocketIo;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,7 +26,8 @@ pub struct Shared {
     pub config: GatewayConfig,
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn Presence>,
-    pub io: SocketIo,
+    /// The local fan-out groups (rooms and users).
+    pub groups: crate::groups::Groups,
     pub subs: Subscriptions,
     pub coalescer: Coalescer,
     pub shutdown: CancellationToken,
@@ -36,8 +36,7 @@ pub struct Shared {
     pub dispatcher: dispatch::CommandSender,
     /// Sessions opened and not yet cleaned up, by socket id (shutdown cleans up
     /// what is left and waits for none).
-    pub sessions:
-        parking_lot::Mutex<std::collections::HashMap<socketioxide::socket::Sid, crate::chat::Ctx>>,
+    pub sessions: parking_lot::Mutex<std::collections::HashMap<String, crate::chat::Ctx>>,
     /// How far behind the dispatcher is (read by the overload admission).
     pub dispatch_lag: crate::overload::DispatchLag,
 }
@@ -51,6 +50,7 @@ impl Shared {
 /// A gateway ready to serve.
 pub struct Gateway {
     shared: Arc<Shared>,
+    wire: confab_sio::Server,
     app: axum::Router,
     events: EventReceiver,
     commands: dispatch::CommandReceiver,
@@ -71,15 +71,14 @@ impl Gateway {
         events: EventReceiver,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
-        let transport_limit = (config.limits.max_payload as u64).saturating_mul(4);
-        let (layer, io) = SocketIo::builder()
-            .max_buffer_size(config.socket_buffer)
-            .max_payload(transport_limit)
-            .ws_max_message_size(transport_limit as usize)
-            .ws_read_buffer_size(config.ws_read_buffer)
-            .ping_interval(config.ping_interval)
-            .ping_timeout(config.ping_timeout)
-            .build_layer();
+        let wire_config = confab_sio::Config {
+            ping_interval: config.ping_interval,
+            ping_timeout: config.ping_timeout,
+            max_payload: config.limits.max_payload.saturating_mul(4),
+            max_buffer_bytes: config.socket_buffer_bytes,
+            ws_read_buffer: config.ws_read_buffer,
+            ..confab_sio::Config::default()
+        };
         let (dispatcher, commands) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             sessions: parking_lot::Mutex::new(std::collections::HashMap::new()),
@@ -88,18 +87,24 @@ impl Gateway {
             config,
             broker,
             presence,
-            io: io.clone(),
+            groups: Default::default(),
             coalescer: Coalescer::default(),
             shutdown: CancellationToken::new(),
             metrics,
             dispatch_lag: Default::default(),
         });
-        socket::attach(&io, shared.clone());
-        let app = http::router(shared.clone())
-            .layer(layer)
-            .layer(axum::middleware::map_request(http::detach_request));
+        let wire = confab_sio::Server::builder(wire_config)
+            .ns(
+                "/",
+                socket::ChatNamespace {
+                    shared: Arc::downgrade(&shared),
+                },
+            )
+            .build();
+        let app = http::router(shared.clone()).merge(wire.router("/socket.io"));
         Self {
             shared,
+            wire,
             app,
             events,
             commands,
@@ -119,6 +124,7 @@ impl Gateway {
     ) -> std::io::Result<()> {
         let Gateway {
             shared,
+            wire,
             app,
             events,
             commands,
@@ -178,14 +184,9 @@ impl Gateway {
                     sockets = shared.open_sessions(),
                     "shutting down: closing client transports"
                 );
-                shared.io.close().await;
-                // socketioxide does not run disconnect handlers for sockets closed
-                // with the server: clean up every session still open here.
-                let open: Vec<crate::chat::Ctx> =
-                    shared.sessions.lock().values().cloned().collect();
-                for ctx in open {
-                    crate::socket::close(ctx);
-                }
+                // Every connection is closed; each socket's disconnect handler
+                // queues its clean-up (presence, subscriptions).
+                wire.close_all();
                 while shared.open_sessions() > 0 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }

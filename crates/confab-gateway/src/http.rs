@@ -100,36 +100,3 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
         body,
     )
 }
-
-/// Give a request's URI and headers their own small allocations.
-///
-/// hyper parses the request head without copying: the URI and every header value
-/// are slices of its 8–16 KiB connection read buffer. socketioxide keeps the head
-/// of a Socket.IO connection's first request for the socket's whole life, and with
-/// it that buffer: 16 KiB per idle websocket, half of its memory. Copying the few
-/// hundred bytes of the head releases it (measured in docs/performance.md).
-pub async fn detach_request(req: axum::extract::Request) -> axum::extract::Request {
-    let (mut parts, body) = req.into_parts();
-    let mut headers = axum::http::HeaderMap::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
-        let name = axum::http::HeaderName::from_bytes(name.as_str().as_bytes());
-        let value = HeaderValue::from_bytes(value.as_bytes());
-        if let (Ok(name), Ok(mut copy)) = (name, value) {
-            copy.set_sensitive(value_sensitive(&parts.headers, &name));
-            headers.append(name, copy);
-        }
-    }
-    parts.headers = headers;
-    if let Ok(uri) = axum::http::Uri::try_from(parts.uri.to_string()) {
-        // axum's Router keeps a copy of the original URI too.
-        if let Some(original) = parts.extensions.get_mut::<axum::extract::OriginalUri>() {
-            original.0 = uri.clone();
-        }
-        parts.uri = uri;
-    }
-    axum::extract::Request::from_parts(parts, body)
-}
-
-fn value_sensitive(headers: &axum::http::HeaderMap, name: &axum::http::HeaderName) -> bool {
-    headers.get(name).is_some_and(HeaderValue::is_sensitive)
-}

@@ -13,6 +13,7 @@ pub mod chat;
 pub mod config;
 pub mod dispatch;
 pub mod gateway;
+pub mod groups;
 pub mod http;
 pub mod metrics;
 pub mod overload;

@@ -5,36 +5,37 @@
 use crate::metrics as m;
 use confab_core::protocol::{push, AckErr, AckOk};
 use confab_core::{ChatError, ErrorCode};
+use confab_sio::Socket;
 use serde::Serialize;
-use socketioxide::extract::{AckSender, SocketRef};
 
 /// Send the outcome of `event` to the client.
 pub fn send<T: Serialize>(
-    socket: &SocketRef,
-    ack: AckSender,
-    wants_ack: bool,
+    socket: &Socket,
+    ack: Option<u64>,
     event: &str,
     result: Result<T, ChatError>,
 ) {
     let sent = match result {
         Ok(body) => {
             m::event_ok(event);
-            ack.send(&AckOk::new(body))
+            match ack {
+                Some(id) => socket.ack(id, &AckOk::new(body)),
+                None => Ok(()),
+            }
         }
         Err(err) => {
             if err.code == ErrorCode::Internal {
                 tracing::error!(event, error = %err.message, "internal error");
             }
             m::event_err(event, err.code);
-            if wants_ack {
-                ack.send(&AckErr::new(err, None))
-            } else {
-                socket.emit(push::ERROR, &AckErr::new(err, Some(event)))
+            match ack {
+                Some(id) => socket.ack(id, &AckErr::new(err, None)),
+                None => socket.emit(push::ERROR, &AckErr::new(err, Some(event))),
             }
         }
     };
     if let Err(e) = sent {
         m::send_failed("reply");
-        tracing::debug!(sid = %socket.id, event, "reply not sent: {e}");
+        tracing::debug!(sid = %socket.id(), event, "reply not sent: {e}");
     }
 }

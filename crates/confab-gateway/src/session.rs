@@ -1,10 +1,10 @@
 //! Per-socket state: who the socket is, which rooms it joined, its rate limiter, and
 //! its request queue.
 //!
-//! socketioxide spawns a task per incoming event, so two events of one socket could
-//! run out of order. Every socket therefore has an [`Inbox`]: events are queued in
-//! arrival order (the queueing happens synchronously in socketioxide's receive path)
-//! and run one after another by a drain task that exists only while there is work.
+//! The wire layer hands over a socket's events synchronously in arrival order, but
+//! handling one is async (backend round trips). Every socket therefore has an
+//! [`Inbox`]: events are queued in arrival order and run one after another by a
+//! drain task that exists only while there is work.
 //! The disconnect clean-up goes through the same queue, after any in-flight request.
 
 use crate::ratelimit::TokenBucket;

@@ -168,6 +168,17 @@ impl Conn {
             }
             st.closed = Some(reason);
             st.pending = None;
+            // A close decided by the server is announced on the websocket (polling
+            // answers the pending GET with it).
+            let by_server = !matches!(
+                reason,
+                DisconnectReason::TransportClose
+                    | DisconnectReason::TransportError
+                    | DisconnectReason::PingTimeout
+            );
+            if by_server && st.transport == Transport::WebSocket {
+                st.outbox.push_unbounded(&[frame::CLOSE]);
+            }
             std::mem::take(&mut st.sockets)
         };
         self.wake.notify_one();
@@ -477,6 +488,12 @@ impl Conn {
     ) -> Result<(), Violation> {
         let found = {
             let st = self.state.lock();
+            if !st.ever_connected {
+                // Nothing may be processed before a namespace accepted the client.
+                return Err(Violation("event before namespace connect"));
+            }
+            // Packets for a namespace left a moment ago (e.g. the server disconnected
+            // it while the client was sending) are dropped.
             st.sockets
                 .iter()
                 .find(|e| e.socket.ns() == ns)
@@ -508,7 +525,7 @@ impl Conn {
     }
 
     fn on_connect(self: &Arc<Self>, ns: &str, data: &str) -> Result<(), Violation> {
-        let auth = sio::parse_auth(data)?;
+        let auth = sio::parse_auth(data).unwrap_or(serde_json::Value::Null);
         let Mode::SocketIo(spaces) = &self.server.mode else {
             return Ok(());
         };

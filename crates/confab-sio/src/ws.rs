@@ -151,29 +151,35 @@ async fn run_probe(conn: Arc<Conn>, mut ws: Ws) {
 async fn run(conn: Arc<Conn>, ws: Ws) {
     let (mut sink, mut stream) = ws.split();
     let reader = async {
-        while let Some(msg) = stream.next().await {
+        let reason = loop {
+            let Some(msg) = stream.next().await else {
+                break DisconnectReason::TransportClose;
+            };
             let applied = match msg {
                 Ok(Message::Text(t)) => eio::decode_text(&t)
                     .map_err(Into::into)
                     .and_then(|p| conn.on_packet(p)),
                 Ok(Message::Binary(b)) => conn.on_packet(eio::Packet::Binary(b)),
-                Ok(Message::Close(_)) => return DisconnectReason::TransportClose,
+                Ok(Message::Close(_)) => break DisconnectReason::TransportClose,
                 Ok(_) => Ok(()),
                 Err(e) => {
                     tracing::debug!(sid = %conn.sid, "websocket read: {e}");
-                    return DisconnectReason::TransportError;
+                    // E.g. a message over maxPayload: answered like a bad packet.
+                    break DisconnectReason::ParseError;
                 }
             };
             if let Err(v) = applied {
                 tracing::debug!(sid = %conn.sid, "closing session: {}", v.0);
-                return DisconnectReason::ParseError;
+                break DisconnectReason::ParseError;
             }
             if conn.is_closed() {
-                // E.g. the client sent an Engine.IO close: let the writer finish.
-                std::future::pending::<()>().await;
+                // E.g. the client sent an Engine.IO close.
+                break DisconnectReason::TransportClose;
             }
-        }
-        DisconnectReason::TransportClose
+        };
+        conn.close(reason);
+        // The writer sends what is left (the close packet) and ends the connection.
+        std::future::pending::<DisconnectReason>().await
     };
     let writer = async {
         let mut batch = VecDeque::new();

@@ -89,9 +89,11 @@ struct ServeArgs {
     /// Requests of one connection waiting for earlier ones.
     #[arg(long, env = "CONFAB_MAX_QUEUED", default_value_t = 64)]
     max_queued: usize,
-    /// Outgoing packets buffered per connection.
-    #[arg(long, env = "CONFAB_SOCKET_BUFFER", default_value_t = 1024)]
-    socket_buffer: usize,
+    /// Outgoing bytes queued per connection; a connection whose queue cannot take
+    /// the next push is cut as a slow consumer (4 KiB..=1 GiB).
+    #[arg(long, env = "CONFAB_SOCKET_BUFFER_BYTES", default_value_t = 1 << 20,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(4096..=1 << 30))]
+    socket_buffer_bytes: usize,
     /// Websocket read buffer per connection, bytes (256..=1 MiB; grows for a bigger
     /// frame). Each idle connection holds one.
     #[arg(long, env = "CONFAB_WS_READ_BUFFER", default_value_t = 1024,
@@ -166,7 +168,7 @@ impl ServeArgs {
             rate_per_sec: self.rate_limit,
             rate_burst: self.rate_burst,
             max_queued_requests: self.max_queued,
-            socket_buffer: self.socket_buffer,
+            socket_buffer_bytes: self.socket_buffer_bytes,
             ws_read_buffer: self.ws_read_buffer,
             presence_interval: Duration::from_millis(self.presence_interval_ms.max(10)),
             typing_timeout: Duration::from_millis(self.typing_timeout_ms.max(100)),

@@ -2,8 +2,8 @@
 //! running and either answer with the documented error code or close only the
 //! offending connection; a bystander connection checks the "only".
 //!
-//! Observed (and asserted) behaviour of socketioxide 0.18 for frames it cannot
-//! parse: it sends the Engine.IO close packet `1` and closes that websocket.
+//! For frames that cannot be parsed, the server sends the Engine.IO close packet `1`
+//! and closes that websocket (documented in docs/protocol.md).
 
 mod common;
 
