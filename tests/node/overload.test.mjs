@@ -27,6 +27,7 @@ test("past --overload-lag-ms new messages are refused with `overloaded`, unstore
   const MEMBERS = 100;
   const SENDERS = 20;
   const EACH = 60; // below the per-socket request queue (--max-queued 64)
+  const PAD = "x".repeat(3000);
   const received = [];
   for (let i = 0; i < MEMBERS; i++) {
     const s = await h.connect(uname("m"), { transports: ["websocket"] });
@@ -45,7 +46,9 @@ test("past --overload-lag-ms new messages are refused with `overloaded`, unstore
   // Every sender fires its whole burst at once (like many users at the same moment).
   const acks = await Promise.all(
     senders.flatMap((s, j) =>
-      Array.from({ length: EACH }, (_, k) => call(s, "message:send", { room, text: `burst ${j}:${k}` }, 60000)),
+      // Long texts: each delivery is a real write, so the gateway's writers compete
+      // with its dispatcher for the CPU and the dispatcher falls behind.
+      Array.from({ length: EACH }, (_, k) => call(s, "message:send", { room, text: `burst ${j}:${k} ${PAD}` }, 60000)),
     ),
   );
   const accepted = acks.filter((a) => a.ok).map((a) => a.message.id);
