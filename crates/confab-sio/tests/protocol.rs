@@ -622,6 +622,53 @@ async fn malformed_packets_close_only_their_connection() {
 }
 
 #[tokio::test]
+async fn packets_before_connect_close_the_connection() {
+    let srv = TestServer::start(quiet()).await;
+    // "If the server does not receive a CONNECT packet first, then it MUST close
+    // the connection immediately."
+    for first in [r#"42["message",1]"#, r#"431[]"#] {
+        let (mut ws, _) = ws_open(srv.addr, "/socket.io/").await;
+        send_text(&mut ws, first).await;
+        expect_closed(&mut ws).await;
+    }
+    assert_eq!(srv.socket_io.session_count(), 0);
+}
+
+#[tokio::test]
+async fn a_connect_payload_that_is_not_an_object_reaches_the_namespace_as_null() {
+    let srv = TestServer::start(quiet()).await;
+    let (mut ws, _) = ws_open(srv.addr, "/socket.io/").await;
+    // The guarded namespace sees no token in a `null` auth and refuses.
+    send_text(&mut ws, "40/private,[1]").await;
+    let (head, body) = split_json(&next_text(&mut ws).await);
+    assert_eq!(head, "44/private,");
+    assert_eq!(body["message"], "Not authorized");
+    // `/` takes anyone; its handler echoes the auth it was given.
+    send_text(&mut ws, r#"40"text""#).await;
+    assert!(next_text(&mut ws).await.starts_with("40{"));
+    assert_eq!(next_text(&mut ws).await, r#"42["auth",null]"#);
+}
+
+#[tokio::test]
+async fn server_side_closes_are_announced_with_a_close_packet() {
+    let srv = TestServer::start(quiet()).await;
+    // A protocol violation.
+    let mut ws = sio_client(srv.addr).await;
+    send_text(&mut ws, "42{}").await;
+    assert_eq!(next(&mut ws).await, Got::Text("1".into()));
+    assert_eq!(next(&mut ws).await, Got::Closed);
+    // The server shutting down.
+    let mut ws = sio_client(srv.addr).await;
+    srv.socket_io.close_all();
+    assert_eq!(srv.socket_io.session_count(), 0);
+    assert_eq!(next(&mut ws).await, Got::Text("1".into()));
+    assert_eq!(next(&mut ws).await, Got::Closed);
+    // New sessions are refused from then on.
+    let res = get(srv.addr, "/socket.io/?EIO=4&transport=polling").await;
+    assert_error(&res, 503, 3);
+}
+
+#[tokio::test]
 async fn connect_timeout_closes_a_connection_that_never_connects() {
     let connect_timeout = Duration::from_millis(300);
     let srv = TestServer::start(Config {
