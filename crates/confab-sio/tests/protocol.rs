@@ -133,6 +133,64 @@ async fn handshake_by_post_or_put_is_code_2() {
     assert_eq!(srv.engine.session_count(), 0);
 }
 
+#[tokio::test]
+async fn origin_check_and_cors() {
+    let server = confab_sio::Server::builder(Config {
+        cors: true,
+        ..quiet()
+    })
+    .origin_check(|o| o == "https://ok.example")
+    .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app: axum::Router = server.router("/socket.io");
+    let serving = tokio::spawn(async move { axum::serve(listener, app).await });
+    let open = "/socket.io/?EIO=4&transport=polling";
+
+    let res = http_with(
+        addr,
+        "GET",
+        open,
+        &[("Origin", "https://evil.example")],
+        b"",
+    )
+    .await;
+    assert_error(&res, 403, 4);
+    assert_eq!(server.session_count(), 0);
+
+    let res = http_with(addr, "GET", open, &[("Origin", "https://ok.example")], b"").await;
+    assert_eq!(res.status, 200);
+    assert_eq!(
+        res.header("access-control-allow-origin"),
+        Some("https://ok.example")
+    );
+    assert_eq!(res.header("access-control-allow-credentials"), Some("true"));
+
+    let preflight = [
+        ("Origin", "https://ok.example"),
+        ("Access-Control-Request-Method", "POST"),
+        ("Access-Control-Request-Headers", "content-type"),
+    ];
+    let res = http_with(addr, "OPTIONS", open, &preflight, b"").await;
+    assert_eq!(res.status, 204);
+    assert!(res
+        .header("access-control-allow-methods")
+        .is_some_and(|m| m.contains("POST")));
+    assert_eq!(
+        res.header("access-control-allow-headers"),
+        Some("content-type")
+    );
+    assert_eq!(
+        res.header("access-control-allow-origin"),
+        Some("https://ok.example")
+    );
+
+    // A client without an Origin (not a browser) is not checked.
+    assert_eq!(get(addr, open).await.status, 200);
+    server.close_all();
+    serving.abort();
+}
+
 // ---- Engine.IO: long-polling ----------------------------------------------------
 
 #[tokio::test]
@@ -211,6 +269,43 @@ async fn a_second_concurrent_get_closes_the_session() {
     assert_eq!((parked.status, parked.text()), (200, "1"));
     assert_error(&refused, 400, 3);
     assert_error(&get(srv.addr, &polling(&sid)).await, 400, 1);
+}
+
+#[tokio::test]
+async fn a_second_concurrent_post_closes_the_session() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let srv = TestServer::start(quiet()).await;
+    let sid = sid_of(&polling_open(srv.addr, EIO).await);
+    // The first POST announces its body but holds it back. With `Expect:
+    // 100-continue` the server says when it starts reading the body: from then on
+    // this POST is active.
+    let mut first = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 6\r\nExpect: 100-continue\r\n\r\n",
+        polling(&sid),
+        srv.addr
+    );
+    first.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 25];
+    within("100 Continue", first.read_exact(&mut buf))
+        .await
+        .unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 100 Continue\r\n\r\n");
+    // A second POST meanwhile: refused, and the session is closed.
+    assert_error(&post(srv.addr, &polling(&sid), b"4second").await, 400, 3);
+    assert_error(&get(srv.addr, &polling(&sid)).await, 400, 1);
+    // The first one still gets an answer once its body is in.
+    first.write_all(b"4first").await.unwrap();
+    let mut rest = Vec::new();
+    within("first POST", first.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(
+        rest.starts_with(b"HTTP/1.1 "),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_eq!(srv.engine.session_count(), 0);
 }
 
 #[tokio::test]

@@ -219,10 +219,24 @@ impl HttpResponse {
 
 /// One HTTP/1.1 request (`Connection: close`) on a fresh TCP connection.
 pub async fn http(addr: SocketAddr, method: &str, target: &str, body: &[u8]) -> HttpResponse {
+    http_with(addr, method, target, &[], body).await
+}
+
+/// [`http`] with extra request headers.
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
     within(&format!("{method} {target}"), async {
         let mut tcp = TcpStream::connect(addr).await.expect("connect");
         let mut req =
             format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
         if method != "GET" || !body.is_empty() {
             req.push_str(&format!(
                 "Content-Type: text/plain;charset=UTF-8\r\nContent-Length: {}\r\n",
