@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { io } from "socket.io-client";
 import { connect, call, waitFor, collect, sleep } from "../support/server.mjs";
 import { startRedis, startGateway, startNginx, redisCli, stopAll, eventually } from "../support/cluster.mjs";
+import { gatedUpgrade, upgraded, watchTransport } from "../node/upgrade-gate.mjs";
 
 const TTL_MS = 3000;
 const GW_ARGS = ["--gateway-ttl-ms", String(TTL_MS), "--presence-interval-ms", "200",
@@ -119,6 +120,31 @@ test("room sharding: a gateway without members of a room is not subscribed to it
   assert.equal(onG2.filter((m) => m.room === room).length, 0);
 });
 
+/**
+ * The running gateways that hold a connection of user `name`: each gateway keeps the
+ * presence it added in Redis (`confab:gw:<id>:conns`, field `u:<name>` = its number of
+ * connections of that user), which is what the others reap when it dies.
+ */
+async function whereIs(name) {
+  const on = [];
+  for (const g of gw) {
+    if (!g.running) continue;
+    const [n] = await redisCli(redis.port, "HGET", `confab:gw:${g.id}:conns`, `u:${name}`);
+    if (Number(n) > 0) on.push(g.id);
+  }
+  return on;
+}
+
+/** The one gateway user `name` is connected to (waits until its presence is there). */
+async function gatewayOf(name) {
+  const on = await eventually(async () => {
+    const w = await whereIs(name);
+    return w.length ? w : null;
+  }, 3000, `${name} on a gateway`);
+  assert.equal(on.length, 1, `${name} is on one gateway: ${on}`);
+  return on[0];
+}
+
 async function connectionsPerGateway() {
   const out = [];
   for (const g of gw) {
@@ -133,30 +159,80 @@ async function connectionsPerGateway() {
   return out;
 }
 
-test("through nginx: default transports (polling then upgrade) and websocket only, spread over gateways", async () => {
+let probes = 0;
+/**
+ * A route cookie (`confab_route=...`, what nginx hashes on) for each running gateway
+ * in `targets`: connects short-lived probe clients through nginx with candidate
+ * cookies and sees where each lands. Resolves to a Map gateway id -> cookie header.
+ */
+async function routesTo(targets) {
+  const found = new Map();
+  for (let i = 0; i < 40 && found.size < targets.length; i++) {
+    probes += 1;
+    const name = `probe-${probes}`;
+    const cookie = `confab_route=r${probes}`;
+    const s = await connect(nginx.url, name, { transports: ["websocket"], extraHeaders: { cookie } });
+    try {
+      const on = await gatewayOf(name);
+      if (targets.some((g) => g.id === on) && !found.has(on)) found.set(on, cookie);
+    } finally {
+      s.close();
+    }
+  }
+  assert.equal(found.size, targets.length, `route cookies for ${targets.map((g) => g.id)}: ${[...found.keys()]}`);
+  return found;
+}
+
+test("through nginx: default transports start on sticky long-polling and upgrade to websocket; websocket-only and polling-only work; every gateway serves", async () => {
   const room = "via-nginx";
-  const before = await connectionsPerGateway();
-  // Like browsers, each with its own route cookie: they spread over the gateways.
-  const transports = [undefined, ["websocket"], ["polling"]];
+  // One client of each kind on each gateway, routed like browsers by their cookie.
+  const routes = await routesTo(gw);
+  const gate = gatedUpgrade();
   const clients = [];
-  for (let i = 0; i < 8; i++) {
-    const opts = { extraHeaders: { cookie: `confab_route=browser-${i}` } };
-    if (transports[i % 3]) opts.transports = transports[i % 3];
-    clients.push(await client(nginx.url, `nx-${i}`, opts));
+  for (const g of gw) {
+    for (const kind of ["default", "polling", "websocket"]) {
+      const name = `nx-${kind}-${g.id}`;
+      const transports = kind === "default" ? gate.transports : [kind];
+      const s = await client(nginx.url, name, { transports, extraHeaders: { cookie: routes.get(g.id) } });
+      Object.assign(s, { kind, name, gw: g.id, disconnects: [], watch: watchTransport(s) });
+      s.on("disconnect", (r) => s.disconnects.push(r));
+      assert.equal(s.io.engine.transport.name, kind === "websocket" ? "websocket" : "polling", `${name} right after connect`);
+      clients.push(s);
+    }
   }
+  for (const s of clients) assert.equal(await gatewayOf(s.name), s.gw, `${s.name} on its cookie's gateway`);
   for (const s of clients) await join(s, room);
-  const after = await connectionsPerGateway();
-  const delta = after.map((n, i) => n - before[i]);
-  assert.equal(delta.reduce((a, b) => a + b, 0), 8, `connections per gateway ${JSON.stringify(delta)}`);
-  assert.ok(delta.filter((d) => d > 0).length >= 2, `clients spread over gateways: ${JSON.stringify(delta)}`);
-  await eventually(() => clients[0].io.engine.transport.name === "websocket", 3000, "upgrade to websocket");
-  for (const from of clients) {
-    const text = `from ${from.session.user.name}`;
-    const waits = clients.map((s) => waitFor(s, "message:new", (m) => m.text === text));
-    const ack = await call(from, "message:send", { room, text });
-    assert.equal(ack.ok, true);
-    for (const m of await Promise.all(waits)) assert.equal(m.id, ack.message.id);
+
+  // Everyone hears everyone; `on(s)` is the transport each arrival must have come over.
+  const roundOfMessages = async (label, on) => {
+    for (const from of clients) {
+      const text = `${label} from ${from.name}`;
+      const waits = clients.map((s) =>
+        waitFor(s, "message:new", (m) => m.text === text).then((m) => ({ s, m, transport: s.io.engine.transport.name })));
+      const ack = await call(from, "message:send", { room, text });
+      assert.equal(ack.ok, true, JSON.stringify(ack));
+      for (const got of await Promise.all(waits)) {
+        assert.equal(got.m.id, ack.message.id);
+        assert.equal(got.transport, on(got.s), `${text} at ${got.s.name}`);
+      }
+    }
+  };
+  // Sticky long-polling: every GET and POST of a session must reach the gateway that
+  // holds it (another gateway answers 400 and the client disconnects).
+  await roundOfMessages("polling", (s) => (s.kind === "websocket" ? "websocket" : "polling"));
+  for (const s of clients) assert.deepEqual(s.watch.upgrades, [], `${s.name}: no upgrade before the release`);
+
+  // The probe and the upgrade of each default client go through nginx to its gateway.
+  const before = clients.map((s) => [s.io.engine.id, s.id]);
+  gate.release();
+  for (const s of clients.filter((c) => c.kind === "default")) assert.equal(await upgraded(s), "websocket", s.name);
+  await roundOfMessages("upgraded", (s) => (s.kind === "polling" ? "polling" : "websocket"));
+  for (const s of clients) {
+    assert.deepEqual(s.watch.upgrades, s.kind === "default" ? ["websocket"] : [], `${s.name} upgrades`);
+    assert.deepEqual(s.disconnects, [], `${s.name} never disconnected`);
   }
+  assert.deepEqual(clients.map((s) => [s.io.engine.id, s.id]), before, "same sessions after the upgrade");
+
   // The page is served through nginx with its route cookie.
   const res = await fetch(nginx.url + "/");
   assert.equal(res.status, 200);
