@@ -240,7 +240,50 @@ test("through nginx: default transports start on sticky long-polling and upgrade
   assert.match(res.headers.get("content-security-policy") ?? "", /default-src 'self'/);
 });
 
-test("kill -9 a gateway: its users leave presence within the TTL, nginx clients reconnect and keep chatting", async () => {
+/** Compare ids `"<ms>-<seq>"` as (ms, seq) integer pairs. */
+function cmpId(a, b) {
+  const [am, as] = a.split("-").map(Number);
+  const [bm, bs] = b.split("-").map(Number);
+  return am - bm || as - bs;
+}
+
+/**
+ * A client through nginx that follows the client contract of docs/delivery.md for one
+ * room: it reconnects on its own, remembers the greatest id seen, rejoins with
+ * `since` after every (re)connect (on `session`) and merges by id. `joins` records
+ * each join ({since, ids}); `received` every message id it got, live or from a join.
+ */
+function contractClient(name, room, { cookie, reconnectionDelay = 100 } = {}) {
+  const s = io(nginx.url, {
+    auth: { name }, transports: ["websocket"], extraHeaders: cookie ? { cookie } : {},
+    reconnectionDelay, reconnectionDelayMax: Math.max(500, reconnectionDelay), randomizationFactor: 0,
+  });
+  sockets.push(s);
+  Object.assign(s, { last: null, received: [], joins: [], sessions: [], disconnects: [], ready: false });
+  const see = (id) => {
+    s.received.push(id);
+    if (!s.last || cmpId(id, s.last) > 0) s.last = id;
+  };
+  s.on("message:new", (m) => m.room === room && see(m.id));
+  s.on("disconnect", (r) => {
+    s.disconnects.push(r);
+    s.ready = false;
+  });
+  s.on("session", async () => {
+    s.sessions.push(Date.now());
+    const since = s.last;
+    const ack = await call(s, "room:join", since ? { room, since } : { room }).catch((e) => ({ ok: false, error: String(e) }));
+    s.joins.push({ since, ack, ids: ack.ok ? ack.messages.map((m) => m.id) : [] });
+    // A failed rejoin (e.g. `unavailable` from a gateway going away): reconnect and
+    // try again, a bounded number of times.
+    if (!ack.ok) return s.joins.filter((j) => !j.ack.ok).length <= 5 && s.disconnect().connect();
+    ack.messages.forEach((m) => see(m.id));
+    s.ready = true;
+  });
+  return s;
+}
+
+test("kill -9 a gateway: its users leave presence within the TTL; a client on it reconnects through nginx to another gateway and resumes with since, no gap, no duplicate", async () => {
   const room = "crash";
   const victim = gw[2];
   const watcher = await client(gw[0].url, "watcher");
@@ -251,28 +294,66 @@ test("kill -9 a gateway: its users leave presence within the TTL, nginx clients 
   await join(ghost, room);
   await eventually(async () => (await call(watcher, "users:list", { room })).users.some((u) => u.name === "ghost"), 3000, "ghost present");
 
-  // A client through nginx that reconnects on its own.
-  const roamer = io(nginx.url, { auth: { name: "roamer" }, transports: ["websocket"], reconnectionDelay: 100, reconnectionDelayMax: 500 });
-  sockets.push(roamer);
-  await waitFor(roamer, "session", () => true, 5000);
-  await join(roamer, room);
+  // The roamer goes through nginx with a route cookie that lands on the victim. It
+  // waits 1 s before reconnecting, so messages sent right after the kill are sent
+  // while it is away and can only reach it through the resume.
+  const cookie = (await routesTo([victim])).get(victim.id);
+  const roamer = contractClient("roamer", room, { cookie, reconnectionDelay: 1000 });
+  await eventually(() => roamer.ready, 5000, "roamer joined");
+  assert.equal(await gatewayOf("roamer"), victim.id, "the roamer is on the gateway about to be killed");
+
+  const sent = [];
+  const send = async (text) => {
+    const ack = await call(watcher, "message:send", { room, text });
+    assert.equal(ack.ok, true, JSON.stringify(ack));
+    sent.push(ack.message.id);
+    return ack.message.id;
+  };
+  for (let i = 0; i < 5; i++) await send(`pre-${i}`);
+  await eventually(() => roamer.received.length === 5, 3000, "roamer got the messages before the kill live");
+  const lastBeforeKill = sent.at(-1);
 
   const killedAt = Date.now();
   await victim.kill9();
+  // Sent during the outage: the roamer's gateway is dead, and until its next
+  // `session` it is connected nowhere.
+  const outage = [];
+  for (let i = 0; i < 5; i++) {
+    const id = await send(`outage-${i}`);
+    outage.push({ id, at: Date.now() });
+  }
+
   await eventually(async () => !(await call(watcher, "users:list", { room })).users.some((u) => u.name === "ghost"), TTL_MS * 3 + 2000, "ghost removed from presence");
   const removedAfter = Date.now() - killedAt;
   assert.ok(removedAfter <= TTL_MS * 3 + 2000, `removed after ${removedAfter} ms`);
   await eventually(() => left.has("ghost"), 3000, "room:presence left for ghost");
 
-  // The roamer (on whichever gateway) can chat after any reconnect.
-  await eventually(() => roamer.connected, 10000, "roamer connected");
-  await join(roamer, room);
+  // The roamer reconnected on its own, through nginx, to a live gateway, and resumed.
+  await eventually(() => roamer.ready && roamer.joins.length === 2, 10000, "roamer resumed");
+  assert.ok(roamer.disconnects.includes("transport close"), `disconnect reasons: ${roamer.disconnects}`);
+  const now = await gatewayOf("roamer");
+  assert.notEqual(now, victim.id);
+  assert.ok(gw.some((g) => g.id === now && g.running), `roamer on a live gateway: ${now}`);
+  const resume = roamer.joins[1];
+  assert.equal(resume.since, lastBeforeKill, "rejoined with since = the last id seen before the kill");
+  assert.equal(resume.ack.truncated ?? false, false);
+  const reconnectedAt = roamer.sessions[1];
+  assert.ok(outage[0].at < reconnectedAt, "the first outage message was stored before the roamer reconnected");
+  for (const { id, at } of outage) {
+    if (at < reconnectedAt) assert.ok(resume.ids.includes(id), `outage message ${id} came with the resume`);
+  }
+  assert.ok(resume.ids.every((id) => cmpId(id, lastBeforeKill) > 0), "the resume holds nothing already seen");
+
+  // And it keeps chatting both ways on its new gateway.
+  for (let i = 0; i < 3; i++) await send(`post-${i}`);
   const seen = waitFor(watcher, "message:new", (m) => m.text === "still here");
-  const ack = await eventually(async () => {
-    const r = await call(roamer, "message:send", { room, text: "still here" }).catch(() => null);
-    return r?.ok ? r : null;
-  }, 10000, "send after gateway kill");
+  const ack = await call(roamer, "message:send", { room, text: "still here" });
+  assert.equal(ack.ok, true, JSON.stringify(ack));
+  sent.push(ack.message.id);
   assert.equal((await seen).id, ack.message.id);
+  await eventually(() => sent.every((id) => roamer.received.includes(id)), 5000, "roamer has every message");
+  assert.equal(roamer.received.length, new Set(roamer.received).size, `no duplicate: ${roamer.received}`);
+  assert.deepEqual([...roamer.received].sort(cmpId), sent, "every message, no gap, in id order");
 });
 
 test("Redis restart: sends answer unavailable during the outage, then traffic flows again without restarting gateways", async () => {
