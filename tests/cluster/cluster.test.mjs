@@ -101,6 +101,57 @@ test("user list and room presence are cluster-wide; DMs and typing cross gateway
   assert.deepEqual(await typing, { room, user: "erin", typing: true });
 });
 
+test("offline inbox across gateways: DMs sent through gateway 1 to an offline user are unread in its next session on gateways 2 and 3, in dm:history, and dm:read clears them on all its sockets", async () => {
+  const bob = "inbox-bob";
+  const alice = "inbox-alice";
+  const carol = "inbox-carol";
+  // bob is a known user (has connected once), then goes offline.
+  const once = await client(gw[1].url, bob);
+  assert.deepEqual(once.session.unread, {});
+  const a = await client(gw[0].url, alice);
+  const c = await client(gw[0].url, carol);
+  once.close();
+  await eventually(async () => !(await call(a, "users:list", {})).users.some((u) => u.name === bob), 3000, "bob offline");
+  const aliceReads = collect(a, "dm:read");
+
+  const fromAlice = [];
+  for (let i = 0; i < 3; i++) {
+    const ack = await call(a, "dm:send", { to: bob, text: `while you were out ${i}`, clientId: `inbox-${i}` });
+    assert.equal(ack.ok, true, JSON.stringify(ack));
+    assert.deepEqual([ack.message.from, ack.message.to], [alice, bob]);
+    fromAlice.push(ack.message);
+  }
+  const fromCarol = await call(c, "dm:send", { to: bob, text: "call me" });
+  assert.equal(fromCarol.ok, true, JSON.stringify(fromCarol));
+
+  // bob comes back, on the two other gateways at once.
+  const b2 = await client(gw[1].url, bob);
+  const b3 = await client(gw[2].url, bob);
+  for (const b of [b2, b3]) {
+    assert.deepEqual(b.session, { user: { name: bob }, rooms: ["general"], unread: { [alice]: 3, [carol]: 1 } }, "session of bob");
+  }
+  const hist = await call(b3, "dm:history", { with: alice });
+  assert.deepEqual(hist, { ok: true, with: alice, messages: fromAlice, hasMore: false });
+  const histC = await call(b2, "dm:history", { with: carol });
+  assert.deepEqual(histC.messages, [fromCarol.message]);
+
+  // Reading up to the first DM on gateway 2: both of bob's sockets hear it, 2 left.
+  const readOn = (upTo, unread) => [b2, b3].map((b) => waitFor(b, "dm:read", (r) => r.with === alice && r.upTo === upTo)
+    .then((r) => assert.deepEqual(r, { with: alice, upTo, unread })));
+  let reads = readOn(fromAlice[0].id, 2);
+  assert.deepEqual(await call(b2, "dm:read", { with: alice, upTo: fromAlice[0].id }), { ok: true, with: alice, unread: 2 });
+  await Promise.all(reads);
+  // Then the rest, from gateway 3.
+  reads = readOn(fromAlice[2].id, 0);
+  assert.deepEqual(await call(b3, "dm:read", { with: alice, upTo: fromAlice[2].id }), { ok: true, with: alice, unread: 0 });
+  await Promise.all(reads);
+
+  // The next session of bob, on gateway 1 this time, has only carol's DM unread.
+  const b1 = await client(gw[0].url, bob);
+  assert.deepEqual(b1.session.unread, { [carol]: 1 });
+  assert.deepEqual(aliceReads, [], "the sender is not told what bob read");
+});
+
 test("room sharding: a gateway without members of a room is not subscribed to it", async () => {
   const room = "sharded";
   const channel = `confab:room:{${room}}`;
