@@ -16,9 +16,6 @@ pub struct Config {
     pub max_buffer_bytes: usize,
     /// Websocket read buffer per connection (grows for a larger frame).
     pub ws_read_buffer: usize,
-    /// Frames written to a websocket in one batch are flushed once they reach this
-    /// many bytes (and at the end of the batch).
-    pub ws_write_buffer: usize,
     /// Allow the polling transport (and the upgrade from it).
     pub allow_polling: bool,
     /// Answer CORS requests (and preflights) for any origin the origin check allows.
@@ -34,7 +31,6 @@ impl Default for Config {
             connect_timeout: Duration::from_millis(45_000),
             max_buffer_bytes: 1 << 20,
             ws_read_buffer: 1024,
-            ws_write_buffer: 4096,
             allow_polling: true,
             cors: false,
         }

@@ -57,7 +57,8 @@ struct State {
     /// A polling POST is being read.
     posting: bool,
     closed: Option<DisconnectReason>,
-    awaiting_pong: bool,
+    /// A ping is out: the pong is due by then.
+    pong_due: Option<Instant>,
     /// A CONNECT was accepted at least once (connect timeout).
     ever_connected: bool,
     sockets: Vec<Entry>,
@@ -109,7 +110,7 @@ impl Conn {
                 polling: false,
                 posting: false,
                 closed: None,
-                awaiting_pong: false,
+                pong_due: None,
                 ever_connected: false,
                 sockets: Vec::new(),
                 connecting: Vec::new(),
@@ -323,6 +324,20 @@ impl Conn {
 
     // ---- heartbeat -----------------------------------------------------------
 
+    /// Close the session if its pong is overdue (checked when a request arrives, so
+    /// the answer does not depend on how late the heartbeat's timer fires).
+    pub(crate) fn expire_if_silent(&self) -> bool {
+        let overdue = self
+            .state
+            .lock()
+            .pong_due
+            .is_some_and(|due| Instant::now() >= due);
+        if overdue {
+            self.close(DisconnectReason::PingTimeout);
+        }
+        overdue
+    }
+
     /// Ping every `ping_interval`, close when no pong comes within `ping_timeout`
     /// (and, for Socket.IO, when no namespace was joined within the connect
     /// timeout). Returns when the session closed, or (polling beat) once a
@@ -356,7 +371,7 @@ impl Conn {
             let sent = Instant::now();
             {
                 let mut st = self.state.lock();
-                st.awaiting_pong = true;
+                st.pong_due = Some(sent + cfg.ping_timeout);
                 st.outbox.push_unbounded(&[frame::PING]);
             }
             self.wake.notify_one();
@@ -364,7 +379,7 @@ impl Conn {
             if let Some(r) = self.stop_beat(beat) {
                 return r;
             }
-            if self.state.lock().awaiting_pong {
+            if self.state.lock().pong_due.is_some() {
                 self.close(DisconnectReason::PingTimeout);
                 return DisconnectReason::PingTimeout;
             }
@@ -391,7 +406,7 @@ impl Conn {
                 Ok(())
             }
             eio::Packet::Pong(_) => {
-                self.state.lock().awaiting_pong = false;
+                self.state.lock().pong_due = None;
                 Ok(())
             }
             eio::Packet::Ping(_) | eio::Packet::Noop | eio::Packet::Upgrade => Ok(()),

@@ -4,7 +4,7 @@
 //! cloning it is a reference-count bump, never a copy or a serialisation.
 
 use bytes::Bytes;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
@@ -34,16 +34,8 @@ impl Frame {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-
-    pub(crate) fn to_message(&self) -> Message {
-        match self {
-            Frame::Text(t) => Message::Text(t.clone()),
-            Frame::Binary(b) => Message::Binary(b.clone()),
-        }
-    }
 }
 
 pub(crate) const PING: Frame = Frame::static_text("2");
-pub(crate) const PONG_PROBE: Frame = Frame::static_text("3probe");
 pub(crate) const NOOP: Frame = Frame::static_text("6");
 pub(crate) const CLOSE: Frame = Frame::static_text("1");

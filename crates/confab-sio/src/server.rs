@@ -56,8 +56,10 @@ impl Inner {
         self.sessions.lock().remove(sid);
     }
 
+    /// An open session (one whose pong is overdue is closed now, not found).
     fn find(&self, sid: &str) -> Option<Arc<Conn>> {
-        self.sessions.lock().get(sid).cloned()
+        let conn = self.sessions.lock().get(sid).cloned()?;
+        (!conn.expire_if_silent()).then_some(conn)
     }
 
     pub(crate) fn register(&self, conn: &Arc<Conn>) {

@@ -7,23 +7,29 @@
 //! together.
 
 use crate::conn::{Beat, Conn, Transport};
+use crate::eio;
 use crate::server::Inner;
 use crate::socket::DisconnectReason;
-use crate::{eio, frame};
 use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use hyper_util::rt::TokioIo;
 use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Io = TokioIo<hyper::upgrade::Upgraded>;
+/// What tungstenite reads from.
+type Reader = WebSocketStream<ReadOnly<tokio::io::ReadHalf<Io>>>;
+/// What the writer writes to.
+type Writer = tokio::io::WriteHalf<Io>;
 
 /// How long a closed connection may take to write its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -48,7 +54,6 @@ pub(crate) fn upgrade(inner: Arc<Inner>, probing: Option<Arc<Conn>>, mut req: Re
     let cfg = &inner.config;
     let mut ws_config = WebSocketConfig::default();
     ws_config.read_buffer_size = cfg.ws_read_buffer;
-    ws_config.write_buffer_size = cfg.ws_write_buffer;
     ws_config.max_message_size = Some(cfg.max_payload);
     ws_config.max_frame_size = Some(cfg.max_payload);
     tokio::spawn(async move {
@@ -62,11 +67,11 @@ pub(crate) fn upgrade(inner: Arc<Inner>, probing: Option<Arc<Conn>>, mut req: Re
                 return;
             }
         };
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config))
-                .await;
+        let (rd, wr) = tokio::io::split(TokioIo::new(upgraded));
+        let stream =
+            WebSocketStream::from_raw_socket(ReadOnly(rd), Role::Server, Some(ws_config)).await;
         match probing {
-            Some(conn) => run_probe(conn, ws).await,
+            Some(conn) => run_probe(conn, stream, wr).await,
             None => {
                 let conn = Conn::new(inner.clone(), Transport::WebSocket);
                 inner.register(&conn);
@@ -79,7 +84,7 @@ pub(crate) fn upgrade(inner: Arc<Inner>, probing: Option<Arc<Conn>>, mut req: Re
                     c.max_payload,
                 );
                 conn.push_control(&[crate::Frame::text(open)]);
-                run(conn, ws).await
+                run(conn, stream, wr).await
             }
         }
     });
@@ -96,9 +101,9 @@ pub(crate) fn refuse_after_upgrade(mut req: Request) -> Response {
     };
     tokio::spawn(async move {
         if let Ok(u) = on_upgrade.await {
-            let mut ws =
-                WebSocketStream::from_raw_socket(TokioIo::new(u), Role::Server, None).await;
-            let _ = ws.close(None).await;
+            let mut io = TokioIo::new(u);
+            let _ = write_frames(&mut io, &mut Vec::new(), [(OP_CLOSE, &CLOSE_NORMAL[..])]).await;
+            let _ = io.shutdown().await;
         }
     });
     switching(&key)
@@ -118,15 +123,17 @@ fn switching(key: &HeaderValue) -> Response {
 
 /// The upgrade of a polling session: `2probe` → `3probe`, pending polls get `6`,
 /// then `5` moves the session to this websocket.
-async fn run_probe(conn: Arc<Conn>, mut ws: Ws) {
+async fn run_probe(conn: Arc<Conn>, mut stream: Reader, mut wr: Writer) {
     let cfg = &conn.server.config;
     let limit = cfg.ping_interval + cfg.ping_timeout;
     let probe = async {
-        while let Some(Ok(msg)) = ws.next().await {
+        let mut heads = Vec::new();
+        while let Some(Ok(msg)) = stream.next().await {
             let Message::Text(t) = msg else { continue };
             match eio::decode_text(&t) {
                 Ok(eio::Packet::Ping("probe")) => {
-                    if ws.send(frame::PONG_PROBE.to_message()).await.is_err() {
+                    let sent = write_frames(&mut wr, &mut heads, [(OP_TEXT, &b"3probe"[..])]).await;
+                    if sent.is_err() {
                         return false;
                     }
                     conn.probe_answered();
@@ -139,17 +146,25 @@ async fn run_probe(conn: Arc<Conn>, mut ws: Ws) {
         false
     };
     match tokio::time::timeout(limit, probe).await {
-        Ok(true) => run(conn, ws).await,
+        Ok(true) => run(conn, stream, wr).await,
         _ => {
             conn.abort_probe();
-            let _ = ws.close(None).await;
+            let _ = write_frames(&mut wr, &mut Vec::new(), [(OP_CLOSE, &CLOSE_NORMAL[..])]).await;
+            let _ = wr.shutdown().await;
         }
     }
 }
 
 /// Read, write and beat until the session closes.
-async fn run(conn: Arc<Conn>, ws: Ws) {
-    let (mut sink, mut stream) = ws.split();
+///
+/// tungstenite reads (unmasking, fragments, UTF-8, control frames) over the read half
+/// of the socket; writes bypass it: server frames are unmasked and trivial to frame,
+/// so the writer sends each batch with vectored writes straight from the shared
+/// frames (no copy into a write buffer, no buffer kept after a burst).
+async fn run(conn: Arc<Conn>, mut stream: Reader, mut wr: Writer) {
+    // A websocket ping's payload, answered by the writer.
+    let pong: parking_lot::Mutex<Option<bytes::Bytes>> = parking_lot::Mutex::new(None);
+    let pong_wake = tokio::sync::Notify::new();
     let reader = async {
         let reason = loop {
             let Some(msg) = stream.next().await else {
@@ -160,6 +175,11 @@ async fn run(conn: Arc<Conn>, ws: Ws) {
                     .map_err(Into::into)
                     .and_then(|p| conn.on_packet(p)),
                 Ok(Message::Binary(b)) => conn.on_packet(eio::Packet::Binary(b)),
+                Ok(Message::Ping(p)) => {
+                    *pong.lock() = Some(p);
+                    pong_wake.notify_one();
+                    Ok(())
+                }
                 Ok(Message::Close(_)) => break DisconnectReason::TransportClose,
                 Ok(_) => Ok(()),
                 Err(e) => {
@@ -183,18 +203,32 @@ async fn run(conn: Arc<Conn>, ws: Ws) {
     };
     let writer = async {
         let mut batch = VecDeque::new();
+        let mut heads = Vec::new();
         loop {
-            let closed = conn.next_batch(&mut batch).await;
-            for f in batch.drain(..) {
-                if sink.feed(f.to_message()).await.is_err() {
+            let closed = tokio::select! {
+                biased;
+                c = conn.next_batch(&mut batch) => c,
+                _ = pong_wake.notified() => false,
+            };
+            let ponged = pong.lock().take();
+            if let Some(p) = ponged {
+                if write_frames(&mut wr, &mut heads, [(OP_PONG, &p[..])])
+                    .await
+                    .is_err()
+                {
                     return DisconnectReason::TransportError;
                 }
             }
-            if sink.flush().await.is_err() {
+            if write_frames(&mut wr, &mut heads, batch.iter().map(parts))
+                .await
+                .is_err()
+            {
                 return DisconnectReason::TransportError;
             }
+            batch.clear();
             if closed {
-                let _ = sink.send(Message::Close(None)).await;
+                let _ = write_frames(&mut wr, &mut heads, [(OP_CLOSE, &CLOSE_NORMAL[..])]).await;
+                let _ = wr.shutdown().await;
                 return DisconnectReason::ServerClose;
             }
         }
@@ -211,4 +245,160 @@ async fn run(conn: Arc<Conn>, ws: Ws) {
         r = heartbeat => r,
     };
     conn.close(reason);
+}
+
+const OP_TEXT: u8 = 0x1;
+const OP_BINARY: u8 = 0x2;
+const OP_CLOSE: u8 = 0x8;
+const OP_PONG: u8 = 0xA;
+/// Close code 1000 (normal closure).
+const CLOSE_NORMAL: [u8; 2] = [0x03, 0xE8];
+/// iovecs per write call (Linux accepts 1024).
+const MAX_SLICES: usize = 512;
+
+/// A frame's opcode and payload.
+fn parts(f: &crate::Frame) -> (u8, &[u8]) {
+    match f {
+        crate::Frame::Text(t) => (OP_TEXT, t.as_bytes()),
+        crate::Frame::Binary(b) => (OP_BINARY, &b[..]),
+    }
+}
+
+/// The header of an unmasked, final server frame.
+fn frame_head(out: &mut Vec<u8>, opcode: u8, len: usize) {
+    out.push(0x80 | opcode);
+    if len < 126 {
+        out.push(len as u8);
+    } else if len <= u16::MAX as usize {
+        out.push(126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+}
+
+/// Write frames with as few vectored writes as possible (header and payload
+/// slices side by side). `heads` is scratch space kept by the caller.
+async fn write_frames<'a, W: tokio::io::AsyncWrite + Unpin>(
+    wr: &mut W,
+    heads: &mut Vec<u8>,
+    frames: impl IntoIterator<Item = (u8, &'a [u8])>,
+) -> std::io::Result<()> {
+    let mut frames = frames.into_iter().peekable();
+    while frames.peek().is_some() {
+        heads.clear();
+        let mut parts: Vec<(usize, usize, &[u8])> = Vec::new();
+        for (op, payload) in frames.by_ref().take(MAX_SLICES / 2) {
+            let start = heads.len();
+            frame_head(heads, op, payload.len());
+            parts.push((start, heads.len(), payload));
+        }
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(parts.len() * 2);
+        for (a, b, payload) in &parts {
+            slices.push(IoSlice::new(&heads[*a..*b]));
+            if !payload.is_empty() {
+                slices.push(IoSlice::new(payload));
+            }
+        }
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = wr.write_vectored(rest).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut rest, n);
+        }
+    }
+    if heads.capacity() > 4096 {
+        *heads = Vec::new();
+    }
+    wr.flush().await
+}
+
+/// The read half of the socket as tungstenite's stream. tungstenite's own writes
+/// (automatic pong and close replies) are dropped: the writer above answers pings
+/// and closes itself.
+struct ReadOnly<R>(R);
+
+impl<R: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ReadOnly<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<R: Unpin> tokio::io::AsyncWrite for ReadOnly<R> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_heads() {
+        let mut h = Vec::new();
+        frame_head(&mut h, OP_TEXT, 5);
+        assert_eq!(h, [0x81, 5]);
+        h.clear();
+        frame_head(&mut h, OP_BINARY, 126);
+        assert_eq!(h, [0x82, 126, 0, 126]);
+        h.clear();
+        frame_head(&mut h, OP_TEXT, 70_000);
+        assert_eq!(h, [0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]);
+    }
+
+    /// Frames written by the writer read back with tungstenite as a client would.
+    #[tokio::test]
+    async fn written_frames_read_back() {
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        let mut heads = Vec::new();
+        let big = "y".repeat(70_000);
+        let frames: Vec<(u8, &[u8])> = (0..600)
+            .map(|i| {
+                (
+                    OP_TEXT,
+                    if i == 7 {
+                        big.as_bytes()
+                    } else {
+                        &b"4hello"[..]
+                    },
+                )
+            })
+            .chain([(OP_BINARY, &[1u8, 2, 3][..])])
+            .collect();
+        write_frames(&mut a, &mut heads, frames).await.unwrap();
+        let mut client = WebSocketStream::from_raw_socket(b, Role::Client, None).await;
+        for i in 0..600 {
+            let m = client.next().await.unwrap().unwrap();
+            let want = if i == 7 { big.as_str() } else { "4hello" };
+            assert_eq!(m, Message::Text(want.into()));
+        }
+        let m = client.next().await.unwrap().unwrap();
+        assert_eq!(m, Message::Binary(vec![1, 2, 3].into()));
+    }
 }
