@@ -50,19 +50,88 @@ pub mod event {
     pub const TYPING: &str = "typing";
     pub const USERS_LIST: &str = "users:list";
     pub const DM_READ: &str = "dm:read";
-    /// Every client → server event, for the fallback handler and docs.
-    pub const ALL: [&str; 10] = [
-        ROOM_JOIN,
-        ROOM_LEAVE,
-        ROOM_LIST,
-        MESSAGE_SEND,
-        MESSAGE_HISTORY,
-        DM_SEND,
-        DM_HISTORY,
-        TYPING,
-        USERS_LIST,
-        DM_READ,
+}
+
+/// Which request a client event names: the one table from event name to request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestKind {
+    RoomJoin,
+    RoomLeave,
+    RoomList,
+    MessageSend,
+    MessageHistory,
+    DmSend,
+    DmHistory,
+    Typing,
+    UsersList,
+    DmRead,
+}
+
+impl RequestKind {
+    pub const ALL: [RequestKind; 10] = [
+        Self::RoomJoin,
+        Self::RoomLeave,
+        Self::RoomList,
+        Self::MessageSend,
+        Self::MessageHistory,
+        Self::DmSend,
+        Self::DmHistory,
+        Self::Typing,
+        Self::UsersList,
+        Self::DmRead,
     ];
+
+    /// The event name on the wire.
+    pub const fn event(self) -> &'static str {
+        match self {
+            Self::RoomJoin => event::ROOM_JOIN,
+            Self::RoomLeave => event::ROOM_LEAVE,
+            Self::RoomList => event::ROOM_LIST,
+            Self::MessageSend => event::MESSAGE_SEND,
+            Self::MessageHistory => event::MESSAGE_HISTORY,
+            Self::DmSend => event::DM_SEND,
+            Self::DmHistory => event::DM_HISTORY,
+            Self::Typing => event::TYPING,
+            Self::UsersList => event::USERS_LIST,
+            Self::DmRead => event::DM_READ,
+        }
+    }
+
+    /// The request an event name names; `None` for an unknown event.
+    pub fn from_event(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.event() == name)
+    }
+
+    /// Decode and validate the payload of this request.
+    pub fn decode(self, payload: Value, limits: &Limits) -> Result<Request, ChatError> {
+        Ok(match self {
+            Self::RoomJoin => Request::RoomJoin(JoinRoom::decode(payload, limits)?),
+            Self::RoomLeave => Request::RoomLeave(LeaveRoom::decode(payload, limits)?),
+            Self::RoomList => Request::RoomList(ListRooms::decode(payload, limits)?),
+            Self::MessageSend => Request::MessageSend(SendMessage::decode(payload, limits)?),
+            Self::MessageHistory => Request::MessageHistory(RoomHistory::decode(payload, limits)?),
+            Self::DmSend => Request::DmSend(SendDm::decode(payload, limits)?),
+            Self::DmHistory => Request::DmHistory(DmHistory::decode(payload, limits)?),
+            Self::Typing => Request::Typing(Typing::decode(payload, limits)?),
+            Self::UsersList => Request::UsersList(ListUsers::decode(payload, limits)?),
+            Self::DmRead => Request::DmRead(DmRead::decode(payload, limits)?),
+        })
+    }
+}
+
+/// A client request, decoded and validated.
+#[derive(Debug)]
+pub enum Request {
+    RoomJoin(JoinRoom),
+    RoomLeave(LeaveRoom),
+    RoomList(ListRooms),
+    MessageSend(SendMessage),
+    MessageHistory(RoomHistory),
+    DmSend(SendDm),
+    DmHistory(DmHistory),
+    Typing(Typing),
+    UsersList(ListUsers),
+    DmRead(DmRead),
 }
 
 /// The names of the server → client pushes.
@@ -541,6 +610,23 @@ pub fn unknown_event(name: &str) -> ChatError {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn request_kinds_map_event_names_both_ways() {
+        for k in RequestKind::ALL {
+            assert_eq!(RequestKind::from_event(k.event()), Some(k));
+        }
+        let names: std::collections::HashSet<_> =
+            RequestKind::ALL.iter().map(|k| k.event()).collect();
+        assert_eq!(names.len(), RequestKind::ALL.len(), "names are distinct");
+        assert_eq!(RequestKind::from_event("room:nuke"), None);
+        assert_eq!(RequestKind::from_event(""), None);
+        let limits = Limits::default();
+        let r = RequestKind::RoomJoin.decode(serde_json::json!({"room": "lounge"}), &limits);
+        assert!(matches!(r, Ok(Request::RoomJoin(j)) if j.room == "lounge"));
+        let e = RequestKind::RoomJoin.decode(serde_json::json!({"room": 5}), &limits);
+        assert!(e.is_err());
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -62,11 +62,7 @@ pub fn describe() {
 
 /// The event label: a known event name, or `unknown` (keeps label cardinality bounded).
 fn event_label(event: &str) -> &'static str {
-    confab_core::protocol::event::ALL
-        .iter()
-        .find(|e| **e == event)
-        .copied()
-        .unwrap_or("unknown")
+    confab_core::protocol::RequestKind::from_event(event).map_or("unknown", |k| k.event())
 }
 
 pub fn event_ok(event: &str) {

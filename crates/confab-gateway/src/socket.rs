@@ -13,8 +13,7 @@ use crate::metrics as m;
 use crate::reply;
 use crate::session::{Rejected, Session};
 use confab_core::protocol::{
-    self, event, push, Decode, DmHistory, DmRead, JoinRoom, LeaveRoom, ListRooms, ListUsers,
-    RoomHistory, SendDm, SendMessage, Session as SessionPush, SessionUser, Typing,
+    self, push, Request, RequestKind, Session as SessionPush, SessionUser,
 };
 use confab_core::{validate, ChatError, ErrorCode};
 use confab_sio::{DisconnectReason, Event, Namespace, Refusal, Socket, SocketHandler};
@@ -168,15 +167,14 @@ fn on_event(ctx: &Ctx, ev: Event) {
             "binary attachments are not accepted",
         ));
     }
-    if !event::ALL.contains(&name.as_str()) {
+    let Some(kind) = RequestKind::from_event(&name) else {
         return early(protocol::unknown_event(&name));
-    }
+    };
     // A packet with no argument at all: the data is absent.
     let data = args.into_iter().next().unwrap_or(Value::Null);
     let job_ctx = ctx.clone();
-    let job_name = name.clone();
     let job = Box::pin(async move {
-        handle(job_ctx, job_name, ack, data).await;
+        handle(job_ctx, kind, ack, data).await;
     });
     match ctx.session.submit(job) {
         Ok(()) => {}
@@ -195,37 +193,30 @@ fn on_event(ctx: &Ctx, ev: Event) {
     }
 }
 
-fn decode<R: Decode>(ctx: &Ctx, data: Value) -> Result<R, ChatError> {
-    R::decode(data, &ctx.shared.config.limits)
-}
-
 /// Run one admitted request and reply.
-async fn handle(ctx: Ctx, name: String, ack: Option<u64>, data: Value) {
+async fn handle(ctx: Ctx, kind: RequestKind, ack: Option<u64>, data: Value) {
     if ctx.session.is_closed() {
         return;
     }
     let started = Instant::now();
-    macro_rules! run {
-        ($req:ty, $op:path) => {{
-            let result = match decode::<$req>(&ctx, data) {
-                Ok(req) => $op(&ctx, req).await,
-                Err(e) => Err(e),
-            };
-            reply::send(&ctx.socket, ack, &name, result)
-        }};
+    let event = kind.event();
+    let request = match kind.decode(data, &ctx.shared.config.limits) {
+        Ok(r) => r,
+        Err(e) => return reply::send::<()>(&ctx.socket, ack, event, Err(e)),
+    };
+    let c = &ctx;
+    let s = &ctx.socket;
+    match request {
+        Request::RoomJoin(r) => reply::send(s, ack, event, chat::join_room(c, r).await),
+        Request::RoomLeave(r) => reply::send(s, ack, event, chat::leave_room(c, r).await),
+        Request::RoomList(r) => reply::send(s, ack, event, chat::list_rooms(c, r).await),
+        Request::MessageSend(r) => reply::send(s, ack, event, chat::send_message(c, r).await),
+        Request::MessageHistory(r) => reply::send(s, ack, event, chat::room_history(c, r).await),
+        Request::DmSend(r) => reply::send(s, ack, event, chat::send_dm(c, r).await),
+        Request::DmHistory(r) => reply::send(s, ack, event, chat::dm_history(c, r).await),
+        Request::Typing(r) => reply::send(s, ack, event, chat::typing(c, r).await),
+        Request::UsersList(r) => reply::send(s, ack, event, chat::list_users(c, r).await),
+        Request::DmRead(r) => reply::send(s, ack, event, chat::dm_read(c, r).await),
     }
-    match name.as_str() {
-        event::ROOM_JOIN => run!(JoinRoom, chat::join_room),
-        event::ROOM_LEAVE => run!(LeaveRoom, chat::leave_room),
-        event::ROOM_LIST => run!(ListRooms, chat::list_rooms),
-        event::MESSAGE_SEND => run!(SendMessage, chat::send_message),
-        event::MESSAGE_HISTORY => run!(RoomHistory, chat::room_history),
-        event::DM_SEND => run!(SendDm, chat::send_dm),
-        event::DM_HISTORY => run!(DmHistory, chat::dm_history),
-        event::TYPING => run!(Typing, chat::typing),
-        event::USERS_LIST => run!(ListUsers, chat::list_users),
-        event::DM_READ => run!(DmRead, chat::dm_read),
-        other => reply::send::<()>(&ctx.socket, ack, other, Err(protocol::unknown_event(other))),
-    }
-    metrics::histogram!(m::EVENT_SECONDS, "event" => name).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(m::EVENT_SECONDS, "event" => event).record(started.elapsed().as_secs_f64());
 }
