@@ -20,6 +20,20 @@ use std::time::Duration;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// Every default comes from the config types (one place each); the flags only
+// name them.
+fn gw() -> GatewayConfig {
+    GatewayConfig::default()
+}
+
+fn lim() -> Limits {
+    Limits::default()
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
 #[derive(Parser)]
 #[command(
     name = "confab",
@@ -59,60 +73,60 @@ struct ServeArgs {
     #[arg(long, env = "CONFAB_ACCESS_KEY", hide_env_values = true)]
     access_key: Option<String>,
     /// Largest event payload in bytes.
-    #[arg(long, env = "CONFAB_MAX_PAYLOAD", default_value_t = 65536)]
+    #[arg(long, env = "CONFAB_MAX_PAYLOAD", default_value_t = lim().max_payload)]
     max_payload: usize,
     /// Longest message text in characters.
-    #[arg(long, env = "CONFAB_MAX_TEXT", default_value_t = 4000)]
+    #[arg(long, env = "CONFAB_MAX_TEXT", default_value_t = lim().max_text_chars)]
     max_text: usize,
     /// Rooms one connection may be in.
-    #[arg(long, env = "CONFAB_MAX_ROOMS", default_value_t = 100)]
+    #[arg(long, env = "CONFAB_MAX_ROOMS", default_value_t = lim().max_rooms_per_socket)]
     max_rooms: usize,
     /// Largest history page.
-    #[arg(long, env = "CONFAB_HISTORY_PAGE_MAX", default_value_t = 200)]
+    #[arg(long, env = "CONFAB_HISTORY_PAGE_MAX", default_value_t = lim().history_page_max)]
     history_page_max: usize,
     /// Most messages a `since` join returns.
-    #[arg(long, env = "CONFAB_RESUME_MAX", default_value_t = 1000)]
+    #[arg(long, env = "CONFAB_RESUME_MAX", default_value_t = lim().resume_max)]
     resume_max: usize,
     /// Messages kept per room and per DM conversation.
-    #[arg(long, env = "CONFAB_HISTORY_RETENTION", default_value_t = 10_000)]
+    #[arg(long, env = "CONFAB_HISTORY_RETENTION", default_value_t = BackendConfig::default().history_retention)]
     history_retention: usize,
     /// A message resent with the same clientId by the same user within this many
     /// seconds returns the original instead of being stored again.
-    #[arg(long, env = "CONFAB_IDEMPOTENCY_WINDOW_S", default_value_t = 600)]
+    #[arg(long, env = "CONFAB_IDEMPOTENCY_WINDOW_S", default_value_t = BackendConfig::default().idempotency_window.as_secs())]
     idempotency_window_s: u64,
     /// Sustained events per second per connection.
-    #[arg(long, env = "CONFAB_RATE_LIMIT", default_value_t = 20.0)]
+    #[arg(long, env = "CONFAB_RATE_LIMIT", default_value_t = gw().rate_per_sec)]
     rate_limit: f64,
     /// Burst of events per connection.
-    #[arg(long, env = "CONFAB_RATE_BURST", default_value_t = 60.0)]
+    #[arg(long, env = "CONFAB_RATE_BURST", default_value_t = gw().rate_burst)]
     rate_burst: f64,
     /// Requests of one connection waiting for earlier ones.
-    #[arg(long, env = "CONFAB_MAX_QUEUED", default_value_t = 64)]
+    #[arg(long, env = "CONFAB_MAX_QUEUED", default_value_t = gw().max_queued_requests)]
     max_queued: usize,
     /// Outgoing bytes queued per connection; a connection whose queue cannot take
     /// the next push is cut as a slow consumer (4 KiB..=1 GiB).
-    #[arg(long, env = "CONFAB_SOCKET_BUFFER_BYTES", default_value_t = 1 << 20,
+    #[arg(long, env = "CONFAB_SOCKET_BUFFER_BYTES", default_value_t = gw().socket_buffer_bytes,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(4096..=1 << 30))]
     socket_buffer_bytes: usize,
     /// Websocket read buffer per connection, bytes (256..=1 MiB; grows for a bigger
     /// frame). Each idle connection holds one.
-    #[arg(long, env = "CONFAB_WS_READ_BUFFER", default_value_t = 1024,
+    #[arg(long, env = "CONFAB_WS_READ_BUFFER", default_value_t = gw().ws_read_buffer,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(256..=1 << 20))]
     ws_read_buffer: usize,
     /// Coalescing interval of room:presence pushes, in ms.
-    #[arg(long, env = "CONFAB_PRESENCE_INTERVAL_MS", default_value_t = 500)]
+    #[arg(long, env = "CONFAB_PRESENCE_INTERVAL_MS", default_value_t = ms(gw().presence_interval))]
     presence_interval_ms: u64,
     /// Expiry of a typing indicator without refresh, in ms.
-    #[arg(long, env = "CONFAB_TYPING_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "CONFAB_TYPING_TIMEOUT_MS", default_value_t = ms(gw().typing_timeout))]
     typing_timeout_ms: u64,
     /// Engine.IO ping interval, in ms.
-    #[arg(long, env = "CONFAB_PING_INTERVAL_MS", default_value_t = 25_000)]
+    #[arg(long, env = "CONFAB_PING_INTERVAL_MS", default_value_t = ms(gw().ping_interval))]
     ping_interval_ms: u64,
     /// Engine.IO ping timeout, in ms.
-    #[arg(long, env = "CONFAB_PING_TIMEOUT_MS", default_value_t = 20_000)]
+    #[arg(long, env = "CONFAB_PING_TIMEOUT_MS", default_value_t = ms(gw().ping_timeout))]
     ping_timeout_ms: u64,
     /// Longest graceful shutdown, in ms.
-    #[arg(long, env = "CONFAB_SHUTDOWN_DEADLINE_MS", default_value_t = 10_000)]
+    #[arg(long, env = "CONFAB_SHUTDOWN_DEADLINE_MS", default_value_t = ms(gw().shutdown_deadline))]
     shutdown_deadline_ms: u64,
     /// Redis URL: run as one gateway of a cluster sharing this Redis (cluster mode).
     /// Without it, the embedded in-memory backend is used.
@@ -123,28 +137,28 @@ struct ServeArgs {
     gateway_id: Option<String>,
     /// A gateway that stops heartbeating for this long is considered dead and its
     /// users are removed from presence by the others, in ms.
-    #[arg(long, env = "CONFAB_GATEWAY_TTL_MS", default_value_t = 15_000)]
+    #[arg(long, env = "CONFAB_GATEWAY_TTL_MS", default_value_t = ms(RedisConfig::default().heartbeat_ttl))]
     gateway_ttl_ms: u64,
     /// Timeout of each Redis command, in ms (then `unavailable`).
-    #[arg(long, env = "CONFAB_REDIS_TIMEOUT_MS", default_value_t = 2_000)]
+    #[arg(long, env = "CONFAB_REDIS_TIMEOUT_MS", default_value_t = ms(RedisConfig::default().command_timeout))]
     redis_timeout_ms: u64,
     /// Worker threads (0: one per CPU core). Several gateways on one small machine
     /// do better with fewer each.
     #[arg(long, env = "CONFAB_THREADS", default_value_t = 0)]
     threads: usize,
     /// Most member names in a `room:join` ack (the ack's `memberCount` has the total).
-    #[arg(long, env = "CONFAB_JOIN_MEMBERS_MAX", default_value_t = 100)]
+    #[arg(long, env = "CONFAB_JOIN_MEMBERS_MAX", default_value_t = lim().join_members_max)]
     join_members_max: usize,
     /// Most names per list in one `room:presence` push (the rest are counted in
     /// `joinedMore`/`leftMore`).
-    #[arg(long, env = "CONFAB_PRESENCE_NAMES_MAX", default_value_t = 50)]
+    #[arg(long, env = "CONFAB_PRESENCE_NAMES_MAX", default_value_t = lim().presence_names_max)]
     presence_names_max: usize,
     /// Refuse new messages with `overloaded` while deliveries lag by more than this,
     /// in ms (0: never refuse).
-    #[arg(long, env = "CONFAB_OVERLOAD_LAG_MS", default_value_t = 2_000)]
+    #[arg(long, env = "CONFAB_OVERLOAD_LAG_MS", default_value_t = gw().overload_lag.map_or(0, ms))]
     overload_lag_ms: u64,
     /// Redis connections in the command pool.
-    #[arg(long, env = "CONFAB_REDIS_POOL", default_value_t = 16)]
+    #[arg(long, env = "CONFAB_REDIS_POOL", default_value_t = RedisConfig::default().pool_size)]
     redis_pool: usize,
 }
 
@@ -156,9 +170,9 @@ impl ServeArgs {
                 max_text_chars: self.max_text,
                 max_rooms_per_socket: self.max_rooms,
                 history_page_max: self.history_page_max,
-                history_page_default: 50.min(self.history_page_max),
+                history_page_default: lim().history_page_default.min(self.history_page_max),
                 resume_max: self.resume_max,
-                list_max: 1000,
+                list_max: lim().list_max,
                 join_members_max: self.join_members_max,
                 presence_names_max: self.presence_names_max,
             },
