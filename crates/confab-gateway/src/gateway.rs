@@ -39,6 +39,9 @@ pub struct Shared {
     pub sessions: parking_lot::Mutex<std::collections::HashMap<String, crate::chat::Ctx>>,
     /// How far behind the dispatcher is (read by the overload admission).
     pub dispatch_lag: crate::overload::DispatchLag,
+    /// Every task spawned on behalf of a socket (request queues and their clean-up,
+    /// typing expiry, the session push): shutdown waits for them.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl Shared {
@@ -51,6 +54,9 @@ impl Shared {
 pub struct Gateway {
     shared: Arc<Shared>,
     wire: confab_sio::Server,
+    /// The backend's own shutdown, run after the sessions' clean-up, inside the
+    /// deadline.
+    backend_shutdown: Option<futures_util::future::BoxFuture<'static, ()>>,
     app: axum::Router,
     events: EventReceiver,
     commands: dispatch::CommandReceiver,
@@ -92,6 +98,7 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             metrics,
             dispatch_lag: Default::default(),
+            tasks: Default::default(),
         });
         let wire = confab_sio::Server::builder(wire_config)
             .ns(
@@ -105,10 +112,18 @@ impl Gateway {
         Self {
             shared,
             wire,
+            backend_shutdown: None,
             app,
             events,
             commands,
         }
+    }
+
+    /// Run `f` (e.g. removing this gateway's heartbeat from Redis) once every
+    /// session is cleaned up, inside the shutdown deadline.
+    pub fn on_backend_shutdown(mut self, f: impl Future<Output = ()> + Send + 'static) -> Self {
+        self.backend_shutdown = Some(Box::pin(f));
+        self
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -125,6 +140,7 @@ impl Gateway {
         let Gateway {
             shared,
             wire,
+            backend_shutdown,
             app,
             events,
             commands,
@@ -185,12 +201,15 @@ impl Gateway {
                     "shutting down: closing client transports"
                 );
                 // Every connection is closed; each socket's disconnect handler
-                // queues its clean-up (presence, subscriptions).
+                // queues its clean-up (presence, subscriptions) on the session's
+                // tracked task. New handshakes are refused from now on.
                 wire.close_all();
-                while shared.open_sessions() > 0 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                shared.tasks.close();
+                shared.tasks.wait().await;
+                tracing::info!(open = shared.open_sessions(), "all sessions cleaned up");
+                if let Some(f) = backend_shutdown {
+                    f.await;
                 }
-                tracing::info!("all sessions cleaned up");
             }
         };
         let work = async {

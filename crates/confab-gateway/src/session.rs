@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio_util::task::TaskTracker;
 
 pub struct Session {
     /// The NFC-normalised user name from the handshake.
@@ -25,6 +26,8 @@ pub struct Session {
     closed: AtomicBool,
     /// Rooms where this socket is typing, with a generation counter for expiry.
     pub typing: Mutex<HashMap<String, u64>>,
+    /// Where the drain task runs (tracked: shutdown waits for it).
+    tasks: TaskTracker,
 }
 
 #[derive(Default)]
@@ -42,7 +45,13 @@ pub enum Rejected {
 }
 
 impl Session {
-    pub fn new(name: String, rate: f64, burst: f64, max_queued: usize) -> Arc<Self> {
+    pub fn new(
+        name: String,
+        rate: f64,
+        burst: f64,
+        max_queued: usize,
+        tasks: TaskTracker,
+    ) -> Arc<Self> {
         Arc::new(Self {
             name,
             rooms: Mutex::new(BTreeSet::new()),
@@ -51,6 +60,7 @@ impl Session {
             max_queued: max_queued.max(1),
             closed: AtomicBool::new(false),
             typing: Mutex::new(HashMap::new()),
+            tasks,
         })
     }
 
@@ -118,7 +128,7 @@ impl Session {
         if !inbox.draining {
             inbox.draining = true;
             let me = self.clone();
-            tokio::spawn(async move { me.drain().await });
+            self.tasks.spawn(async move { me.drain().await });
         }
         Ok(())
     }
@@ -147,7 +157,7 @@ mod tests {
 
     #[tokio::test]
     async fn jobs_run_in_submission_order() {
-        let s = Session::new("a".into(), 1000.0, 1000.0, 100);
+        let s = Session::new("a".into(), 1000.0, 1000.0, 100, TaskTracker::new());
         let log = Arc::new(Mutex::new(Vec::new()));
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let mut done_tx = Some(done_tx);
@@ -173,7 +183,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_runs_cleanup_after_the_job_in_flight_and_drops_the_rest() {
-        let s = Session::new("a".into(), 1000.0, 1000.0, 100);
+        let s = Session::new("a".into(), 1000.0, 1000.0, 100, TaskTracker::new());
         let log = Arc::new(Mutex::new(Vec::new()));
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
         let l = log.clone();
@@ -208,12 +218,12 @@ mod tests {
 
     #[tokio::test]
     async fn queue_and_rate_limits() {
-        let s = Session::new("a".into(), 0.0, 3.0, 100);
+        let s = Session::new("a".into(), 0.0, 3.0, 100, TaskTracker::new());
         for _ in 0..3 {
             s.submit(Box::pin(async {})).unwrap();
         }
         assert_eq!(s.submit(Box::pin(async {})), Err(Rejected::RateLimited));
-        let q = Session::new("b".into(), 1000.0, 1000.0, 2);
+        let q = Session::new("b".into(), 1000.0, 1000.0, 2, TaskTracker::new());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         q.submit(Box::pin(async move {
             let _ = rx.await;

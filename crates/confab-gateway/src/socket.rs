@@ -53,7 +53,7 @@ impl SocketHandler for Ctx {
     fn connected(&self, socket: &Socket) {
         let ctx = self.clone();
         let socket = socket.clone();
-        tokio::spawn(async move {
+        self.shared.tasks.spawn(async move {
             let session = &ctx.session;
             let unread = match ctx.shared.broker.dm_unread(&session.name).await {
                 Ok(u) => u.into_iter().collect(),
@@ -115,6 +115,7 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
         cfg.rate_per_sec,
         cfg.rate_burst,
         cfg.max_queued_requests,
+        shared.tasks.clone(),
     );
     let ctx = Ctx {
         shared: shared.clone(),

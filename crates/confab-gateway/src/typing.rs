@@ -25,7 +25,8 @@ pub async fn set(shared: &Arc<Shared>, session: &Arc<Session>, room: &str, typin
         }
         let (shared, session, room) = (shared.clone(), session.clone(), room.to_owned());
         let timeout = shared.config.typing_timeout;
-        tokio::spawn(async move {
+        let tasks = shared.tasks.clone();
+        tasks.spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(timeout) => {}
                 _ = shared.shutdown.cancelled() => return,

@@ -298,17 +298,21 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // The one line scripts and tests wait for.
     println!("confab: listening on http://{addr}");
+    let gateway = match redis {
+        // Presence of the sockets was removed by their clean-up; this removes the
+        // gateway's heartbeat and bookkeeping so no one has to reap it (inside the
+        // shutdown deadline).
+        Some(node) => gateway.on_backend_shutdown(async move {
+            if let Err(e) = node.shutdown().await {
+                tracing::warn!("redis shutdown: {e}");
+            }
+        }),
+        None => gateway,
+    };
     gateway
         .run(listener, shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(node) = redis {
-        // Presence of the sockets was removed by their clean-up; this removes the
-        // gateway's heartbeat and bookkeeping so no one has to reap it.
-        if let Err(e) = node.shutdown().await {
-            tracing::warn!("redis shutdown: {e}");
-        }
-    }
     tracing::info!("stopped");
     Ok(())
 }
