@@ -134,6 +134,28 @@ pub async fn join_room(ctx: &Ctx, req: JoinRoom) -> Result<JoinAck, ChatError> {
         ));
     }
     let newly = enter_room(ctx, &req.room).await?;
+    match finish_join(ctx, req, newly).await {
+        Ok(ack) => Ok(ack),
+        Err((room, e)) => {
+            // A join either completes or leaves nothing behind: membership,
+            // presence, the fan-out group and the subscription are undone.
+            if newly {
+                ctx.session.remove_room(&room);
+                exit_room(&ctx.shared, &ctx.session, &ctx.socket, &room).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The reads of a join after the membership is set (history, the seam, members).
+async fn finish_join(
+    ctx: &Ctx,
+    req: JoinRoom,
+    newly: bool,
+) -> Result<JoinAck, (String, ChatError)> {
+    let sh = &ctx.shared;
+    let fail = |e: ChatError| (req.room.clone(), e);
     let resume_max = sh.config.limits.resume_max;
     let query = match req.since {
         Some(id) => HistoryQuery::After {
@@ -142,23 +164,20 @@ pub async fn join_room(ctx: &Ctx, req: JoinRoom) -> Result<JoinAck, ChatError> {
         },
         None => HistoryQuery::Latest { limit: req.limit },
     };
-    let mut page = match sh.broker.room_history(&req.room, query).await {
-        Ok(p) => p,
-        Err(e) => {
-            if newly {
-                ctx.session.remove_room(&req.room);
-                exit_room(sh, &ctx.session, &ctx.socket, &req.room).await;
-            }
-            return Err(e.into());
-        }
-    };
+    let mut page = sh
+        .broker
+        .room_history(&req.room, query)
+        .await
+        .map_err(|e| fail(e.into()))?;
     if newly {
         // The seam: messages emitted before the socket's join but after the history
         // read are not live for this socket: fetch them so there is no gap. Messages
         // the history read already holds but the dispatcher had not emitted yet are
         // held back for this socket by the dispatcher, so nothing is sent twice.
         let read_up_to = page.items.last().map(|m| m.id).or(req.since);
-        let emitted_up_to = attach_socket(ctx, &req.room, read_up_to).await?;
+        let emitted_up_to = attach_socket(ctx, &req.room, read_up_to)
+            .await
+            .map_err(fail)?;
         if let Some(emitted) = emitted_up_to {
             if read_up_to.is_none_or(|r| emitted > r) {
                 let id = read_up_to.unwrap_or(MessageId::ZERO);
@@ -171,7 +190,8 @@ pub async fn join_room(ctx: &Ctx, req: JoinRoom) -> Result<JoinAck, ChatError> {
                             limit: resume_max,
                         },
                     )
-                    .await?;
+                    .await
+                    .map_err(|e| fail(e.into()))?;
                 page.truncated |= gap.truncated && read_up_to.is_some();
                 page.items
                     .extend(gap.items.into_iter().filter(|m| m.id <= emitted));
@@ -181,7 +201,8 @@ pub async fn join_room(ctx: &Ctx, req: JoinRoom) -> Result<JoinAck, ChatError> {
     let (members, member_count) = sh
         .presence
         .room_members(&req.room, sh.config.limits.join_members_max)
-        .await?;
+        .await
+        .map_err(|e| fail(e.into()))?;
     Ok(JoinAck {
         room: req.room,
         messages: page.items,

@@ -1,55 +1,133 @@
 //! Which backend topics this gateway needs, with a local reference count: the first
 //! local socket in a room subscribes the gateway to it, the last one out
 //! unsubscribes (room-sharded fan-out: a gateway hears only rooms it serves).
+//!
+//! No lock is shared across topics while a SUBSCRIBE is in flight: each topic has
+//! its own slot, and only the 0 → 1 and 1 → 0 transitions of that topic wait for
+//! each other (a join waits only for its own room's SUBSCRIBE). The map itself is
+//! locked briefly, never across I/O.
 
 use confab_backend::{BackendError, Broker, Topic};
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::sync::Mutex;
+
+/// One topic's local count; its async lock orders that topic's transitions.
+type Slot = Arc<tokio::sync::Mutex<usize>>;
 
 pub struct Subscriptions {
     broker: Arc<dyn Broker>,
-    counts: Mutex<HashMap<Topic, usize>>,
+    slots: Mutex<HashMap<Topic, Slot>>,
 }
 
 impl Subscriptions {
     pub fn new(broker: Arc<dyn Broker>) -> Self {
         Self {
             broker,
-            counts: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The slot of `topic` if it is still the one in the map (a slot removed at
+    /// 1 → 0 while someone waited on it is stale: retry with a fresh one).
+    fn is_current(&self, topic: &Topic, slot: &Slot) -> bool {
+        self.slots
+            .lock()
+            .get(topic)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+    }
+
+    fn gauge(&self) {
+        let n = self.slots.lock().len();
+        metrics::gauge!(crate::metrics::SUBSCRIPTIONS).set(n as f64);
     }
 
     /// One more local user of `topic`; subscribes on 0 → 1.
     pub async fn acquire(&self, topic: Topic) -> Result<(), BackendError> {
-        let mut counts = self.counts.lock().await;
-        let n = counts.get(&topic).copied().unwrap_or(0);
-        if n == 0 {
-            self.broker.subscribe(&topic).await?;
+        loop {
+            let slot = self.slots.lock().entry(topic.clone()).or_default().clone();
+            let mut n = slot.lock().await;
+            if !self.is_current(&topic, &slot) {
+                continue;
+            }
+            if *n == 0 {
+                if let Err(e) = self.broker.subscribe(&topic).await {
+                    self.slots.lock().remove(&topic);
+                    return Err(e);
+                }
+            }
+            *n += 1;
+            drop(n);
+            self.gauge();
+            return Ok(());
         }
-        counts.insert(topic, n + 1);
-        metrics::gauge!(crate::metrics::SUBSCRIPTIONS).set(counts.len() as f64);
-        Ok(())
     }
 
     /// One less local user of `topic`; unsubscribes on 1 → 0.
     pub async fn release(&self, topic: Topic) {
-        let mut counts = self.counts.lock().await;
-        match counts.get_mut(&topic) {
-            Some(n) if *n > 1 => *n -= 1,
-            Some(_) => {
-                counts.remove(&topic);
-                if let Err(e) = self.broker.unsubscribe(&topic).await {
-                    tracing::warn!(?topic, "unsubscribe failed: {e}");
-                }
-            }
-            None => tracing::warn!(?topic, "release of a topic that was not acquired"),
+        let Some(slot) = self.slots.lock().get(&topic).cloned() else {
+            tracing::warn!(?topic, "release of a topic that was not acquired");
+            return;
+        };
+        let mut n = slot.lock().await;
+        if *n > 1 {
+            *n -= 1;
+            return;
         }
-        metrics::gauge!(crate::metrics::SUBSCRIPTIONS).set(counts.len() as f64);
+        *n = 0;
+        if let Err(e) = self.broker.unsubscribe(&topic).await {
+            tracing::warn!(?topic, "unsubscribe failed: {e}");
+        }
+        // Removed while its lock is held: whoever waits on it retries afresh.
+        self.slots.lock().remove(&topic);
+        drop(n);
+        self.gauge();
     }
 
     /// Local reference count of `topic` (for tests and diagnostics).
     pub async fn count(&self, topic: &Topic) -> usize {
-        self.counts.lock().await.get(topic).copied().unwrap_or(0)
+        let slot = self.slots.lock().get(topic).cloned();
+        match slot {
+            Some(s) => *s.lock().await,
+            None => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confab_backend::memory::MemoryHub;
+    use confab_backend::BackendConfig;
+
+    #[tokio::test]
+    async fn counts_subscribe_and_unsubscribe_once() {
+        let hub = MemoryHub::new(BackendConfig::default());
+        let (node, _events) = hub.node();
+        let subs = Arc::new(Subscriptions::new(node));
+        let t = Topic::Room("lounge".into());
+        // Many concurrent acquires of one topic and others, then releases.
+        let mut joins = Vec::new();
+        for i in 0..50 {
+            let (s, t) = (subs.clone(), Topic::Room(format!("r{}", i % 5)));
+            joins.push(tokio::spawn(async move { s.acquire(t).await }));
+        }
+        for j in joins {
+            j.await.unwrap().unwrap();
+        }
+        for i in 0..5 {
+            assert_eq!(subs.count(&Topic::Room(format!("r{i}"))).await, 10);
+        }
+        subs.acquire(t.clone()).await.unwrap();
+        subs.acquire(t.clone()).await.unwrap();
+        assert_eq!(subs.count(&t).await, 2);
+        subs.release(t.clone()).await;
+        assert_eq!(subs.count(&t).await, 1);
+        subs.release(t.clone()).await;
+        assert_eq!(subs.count(&t).await, 0);
+        assert!(!subs.slots.lock().contains_key(&t), "slot removed at 0");
+        // Acquire again after the slot went away.
+        subs.acquire(t.clone()).await.unwrap();
+        assert_eq!(subs.count(&t).await, 1);
     }
 }
