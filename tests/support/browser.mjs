@@ -54,11 +54,14 @@ export async function waitInGeneral(page) {
 
 /**
  * Opens a fresh context + page, logs in as `name`, waits until online in #general.
- * `beforeLogin(page)` runs before the page is loaded (e.g. to watch its websocket).
+ * `beforeLogin(page)` runs before the page is loaded (e.g. to watch its websocket);
+ * `contextOptions` are added to the new context's options (e.g. `{bypassCSP: true}`);
+ * `initScript` (a function) runs in every document of the context before its scripts.
  */
-export async function openUser(browser, url, name, { beforeLogin } = {}) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+export async function openUser(browser, url, name, { beforeLogin, contextOptions = {}, initScript } = {}) {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 720 }, ...contextOptions });
   context.setDefaultTimeout(WAIT_MS);
+  if (initScript) await context.addInitScript(initScript);
   const page = await context.newPage();
   if (beforeLogin) beforeLogin(page);
   const user = { name, context, page, problems: [], dialogs: [], cspHeader: null };
