@@ -35,7 +35,7 @@ test-cluster:
 	node --test --test-concurrency=1 tests/cluster/
 
 test-browser:
-	node --test tests/browser/
+	node --test --test-concurrency=1 tests/browser/
 
 lint:
 	$(CARGO) fmt --all -- --check

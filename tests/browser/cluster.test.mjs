@@ -14,7 +14,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { LAUNCH, waitText } from "../support/browser.mjs";
-import { confabBin, connect, call, sleep } from "../support/server.mjs";
+import { confabBin, connect, call } from "../support/server.mjs";
 import { startRedis, startGateway, startNginx, redisCli, stopAll, eventually } from "../support/cluster.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -328,8 +328,14 @@ test("two browsers on different gateways of a cluster: presence, messages, histo
       // resent after the reconnect, so they come after alice's three.
       for (const text of [inflightText, offlineText, ...away]) await waitMessage(bob.page, text);
       for (const text of [inflightText, offlineText]) await waitMessage(alice.page, text);
-      await sleep(1000); // room for a late duplicate (resend, resume overlapping live delivery)
-      expected.push(...away, inflightText, offlineText);
+      await bob.page.locator("#message-list .message.pending").waitFor({ state: "detached" });
+      // Then one more message from alice, shown on both pages: a connection gets the
+      // room's messages in id order, so a late duplicate (a resend stored twice, a
+      // resume overlapping live delivery) would have arrived before it.
+      const last = "all caught up?";
+      await send(alice.page, last);
+      for (const u of [alice, bob]) await waitMessage(u.page, last);
+      expected.push(...away, inflightText, offlineText, last);
       for (const u of [alice, bob]) {
         await assertGeneralView(u.page);
         assert.deepEqual(await listTexts(u.page), expected, `${u.name}'s #general`);
@@ -361,7 +367,11 @@ test("two browsers on different gateways of a cluster: presence, messages, histo
         { name: "auditor", connections: 1 },
         { name: "bob", connections: 1 },
       ]);
-      await sleep(500); // a wrong `left` for bob would be pushed within the presence interval
+      // The auditor's own join reaches alice's page as a notice. A wrong `left` for bob
+      // would have been published when the dead gateway was reaped (awaited above,
+      // before the auditor connected) on the same room channel, so it would be shown
+      // no later than this notice.
+      await waitText(alice.page, "#message-list .notice", "auditor joined #general");
       // Not asserted (see the report): how many connections each page shows for bob now.
       const tabs = async (u) => (await u.page.locator('#users li[data-user="bob"] .count').allTextContents()).join("") || "1";
       t.diagnostic(`bob's connections: server ${list.users.find((u) => u.name === "bob")?.connections}, bob's page "${await tabs(bob)}", alice's page "${await tabs(alice)}"`);

@@ -2,7 +2,7 @@
 // message:send `overloaded` and stores nothing; the page must keep the message as
 // "sending…", resend it (same clientId) and show it once when the server has caught up,
 // never as failed. A flood in another room (node sockets) keeps the server behind.
-// Run: `node --test tests/browser/`.
+// Run: `make test-browser`.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
