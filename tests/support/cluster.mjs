@@ -114,8 +114,10 @@ export async function startNginx({ gatewayPorts, port } = {}) {
   mkdirSync(path.join(prefix, "tmp"));
   let conf = readFileSync(path.join(root, "nginx.conf"), "utf8");
   conf = conf.replace(/listen 127\.0\.0\.1:8080;/, `listen 127.0.0.1:${port};`);
+  // Keep the parameters nginx.conf gives its upstream servers.
+  const params = conf.match(/        server 127\.0\.0\.1:300\d([^;\n]*);/)?.[1] ?? "";
   const servers = gatewayPorts
-    .map((p) => `        server 127.0.0.1:${p} max_fails=1 fail_timeout=5s;`)
+    .map((p) => `        server 127.0.0.1:${p}${params};`)
     .join("\n");
   conf = conf.replace(/(        server 127\.0\.0\.1:300\d[^\n]*\n)+/, servers + "\n");
   if (!conf.includes(`listen 127.0.0.1:${port};`) || gatewayPorts.some((p) => !conf.includes(`:${p} `))) {
