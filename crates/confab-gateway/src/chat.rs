@@ -5,9 +5,10 @@
 //! come back to every socket, the sender's included, through the backend's event
 //! stream ([`crate::dispatch`]), so every member sees the same order.
 
-use crate::gateway::Shared;
+use crate::dispatch::Command;
 use crate::groups::{room_key, user_key};
 use crate::session::Session;
+use crate::state::Shared;
 use crate::typing;
 use confab_backend::{HistoryQuery, NewDm, NewMessage, Signal, Topic};
 use confab_core::protocol::{
@@ -71,6 +72,12 @@ async fn release_room(shared: &Arc<Shared>, room: &str) {
     shared.subs.release(Topic::Room(room.to_owned())).await;
 }
 
+/// A change to the fan-out groups, applied by the dispatcher before any event queued
+/// after it (it is gone only at shutdown, when nothing is delivered any more).
+fn fanout(shared: &Shared, c: Command) {
+    let _ = shared.dispatcher.send(c);
+}
+
 /// Put the socket into the room's fan-out, in sequence with the dispatcher; returns
 /// the id of the last message emitted to the room before it joined. `read_up_to` is
 /// the last id the join ack already holds: live messages up to it are not sent again.
@@ -82,7 +89,7 @@ async fn attach_socket(
     let (reply, rx) = tokio::sync::oneshot::channel();
     ctx.shared
         .dispatcher
-        .send(crate::dispatch::Command::Join {
+        .send(Command::Join {
             socket: ctx.socket.clone(),
             room: room.to_owned(),
             read_up_to,
@@ -97,7 +104,13 @@ async fn attach_socket(
 /// room, subscription.
 pub async fn exit_room(shared: &Arc<Shared>, session: &Session, socket: &Socket, room: &str) {
     typing::stop(shared, session, room).await;
-    shared.groups.leave(&room_key(room), socket);
+    fanout(
+        shared,
+        Command::Leave {
+            key: room_key(room),
+            socket: socket.clone(),
+        },
+    );
     match shared.presence.leave(room, &session.name).await {
         Ok(0) => announce(shared, room, &session.name, false).await,
         Ok(_) => {}
@@ -367,17 +380,35 @@ pub async fn open_session(ctx: &Ctx) -> Result<(), ChatError> {
         let _ = sh.presence.disconnect(name).await;
         return Err(e.into());
     }
-    sh.groups.join(user_key(name), &ctx.socket);
+    fanout(
+        sh,
+        Command::Enter {
+            key: user_key(name),
+            socket: ctx.socket.clone(),
+        },
+    );
     let general = confab_core::validate::DEFAULT_ROOM;
     if let Err(e) = enter_room(ctx, general).await {
-        sh.groups.leave(&user_key(name), &ctx.socket);
+        fanout(
+            sh,
+            Command::Leave {
+                key: user_key(name),
+                socket: ctx.socket.clone(),
+            },
+        );
         sh.subs.release(Topic::User(name.clone())).await;
         let _ = sh.presence.disconnect(name).await;
         return Err(e);
     }
     // No history is promised with the automatic join: the socket can join the
     // fan-out directly (room:join {room: "general"} gives history).
-    sh.groups.join(room_key(general), &ctx.socket);
+    fanout(
+        sh,
+        Command::Enter {
+            key: room_key(general),
+            socket: ctx.socket.clone(),
+        },
+    );
     Ok(())
 }
 
@@ -390,5 +421,11 @@ pub async fn close_session(shared: &Arc<Shared>, session: &Session, socket: &Soc
         tracing::warn!(user = %session.name, "presence disconnect failed: {e}");
     }
     shared.subs.release(Topic::User(session.name.clone())).await;
-    shared.groups.leave(&user_key(&session.name), socket);
+    fanout(
+        shared,
+        Command::Leave {
+            key: user_key(&session.name),
+            socket: socket.clone(),
+        },
+    );
 }

@@ -1,25 +1,30 @@
 //! From backend events to local sockets.
 //!
-//! One task per gateway reads the backend's event stream (in publish order per
-//! topic) and sends each event to the local sockets concerned, through the
-//! [`Groups`](crate::groups::Groups): `r:<room>` holds the sockets in a room,
-//! `u:<name>` the sockets of a user. Every push is encoded once per gateway into one
-//! shared frame and queued socket by socket, so the gateway knows exactly which
-//! socket could not take it (a slow consumer). Each event's time in the queue is the dispatch lag that
+//! One task per gateway owns the local fan-out: the [`Groups`] (`r:<room>` holds
+//! the sockets in a room, `u:<name>` the sockets of a user), changed only through
+//! [`Command`]s, which it takes before any event queued after them. It reads the
+//! backend's event stream (in publish order per topic) and sends each event to the
+//! sockets concerned: every push is encoded once per gateway into one shared frame
+//! and queued socket by socket, so the gateway knows exactly which socket could not
+//! take it (a slow consumer, cut at once). Coalesced presence is flushed from the
+//! same task. Each event's time in the queue is the dispatch lag that
 //! [`crate::overload`] admits new messages by.
 
-use crate::gateway::Shared;
-use crate::groups::{room_key, user_key};
+use crate::groups::{room_key, user_key, Groups};
 use crate::metrics as m;
+use crate::overload::DispatchLag;
+use crate::presence::Coalescer;
 use confab_backend::{BusEvent, EventReceiver, Signal, UserSignal};
 use confab_core::protocol::{push, DmReadPush, PresencePush, TypingPush};
 use confab_core::MessageId;
 use confab_sio::{Frame, Socket};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-/// Requests to the dispatcher that must happen in sequence with fan-out.
+/// Changes to the fan-out, applied in sequence with it.
 pub enum Command {
     /// Put `socket` into `room`; reply with the id of the last message of the room
     /// emitted before (None if none since this gateway subscribed). The joiner's ack
@@ -31,40 +36,201 @@ pub enum Command {
         read_up_to: Option<MessageId>,
         reply: oneshot::Sender<Option<MessageId>>,
     },
+    /// Put `socket` into group `key` (its user group, the default room).
+    Enter { key: String, socket: Socket },
+    /// Take `socket` out of group `key`.
+    Leave { key: String, socket: Socket },
 }
 
 pub type CommandSender = mpsc::UnboundedSender<Command>;
 pub type CommandReceiver = mpsc::UnboundedReceiver<Command>;
 
-/// Run until the backend closes the stream or shutdown.
-pub async fn run(shared: Arc<Shared>, mut events: EventReceiver, mut commands: CommandReceiver) {
-    // Last message id emitted per room, for the join seam. An entry outlives the
-    // gateway's subscription on purpose: a stale id is only ever lower than the
-    // truth, which costs at most one extra history read, never a gap.
-    let mut last: HashMap<String, MessageId> = HashMap::new();
-    let mut seams = Seams::default();
-    loop {
-        tokio::select! {
-            e = events.recv_stamped() => match e {
-                Some((queued, e)) => {
-                    shared.dispatch_lag.record(queued, events.is_empty());
-                    deliver(&shared, &mut last, &mut seams, e).await;
-                }
-                None => break,
-            },
-            c = commands.recv() => match c {
-                Some(Command::Join { socket, room, read_up_to, reply }) => {
-                    let emitted = last.get(&room).copied();
-                    // Everything up to the larger of the two is in the join ack.
-                    if let Some(held) = read_up_to.max(emitted) {
-                        seams.hold(&room, socket.clone(), held);
+/// What the dispatcher needs, and nothing else.
+pub struct Dispatcher {
+    pub events: EventReceiver,
+    pub commands: CommandReceiver,
+    pub coalescer: Coalescer,
+    pub lag: Arc<DispatchLag>,
+    pub presence_interval: Duration,
+    pub presence_names_max: usize,
+    pub shutdown: CancellationToken,
+}
+
+/// The dispatcher's own state.
+#[derive(Default)]
+struct Fanout {
+    groups: Groups,
+    /// Last message id emitted per room, for the join seam. An entry outlives the
+    /// gateway's subscription on purpose: a stale id is only ever lower than the
+    /// truth, which costs at most one extra history read, never a gap.
+    last: HashMap<String, MessageId>,
+    seams: Seams,
+}
+
+impl Dispatcher {
+    /// Run until the backend closes the stream or shutdown.
+    pub async fn run(mut self) {
+        let mut fan = Fanout::default();
+        let mut tick = tokio::time::interval(self.presence_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                // Commands first: a join or leave sent before an event was queued
+                // takes effect before that event is delivered.
+                biased;
+                c = self.commands.recv() => match c {
+                    Some(c) => fan.apply(c),
+                    None => break,
+                },
+                e = self.events.recv_stamped() => match e {
+                    Some((queued, e)) => {
+                        self.lag.record(queued, self.events.is_empty());
+                        fan.deliver(&self.coalescer, e);
                     }
-                    shared.groups.join(room_key(&room), &socket);
-                    let _ = reply.send(emitted);
+                    None => break,
+                },
+                _ = tick.tick() => fan.flush_presence(&self.coalescer, self.presence_names_max),
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+    }
+}
+
+impl Fanout {
+    fn apply(&mut self, c: Command) {
+        match c {
+            Command::Join {
+                socket,
+                room,
+                read_up_to,
+                reply,
+            } => {
+                let emitted = self.last.get(&room).copied();
+                // Everything up to the larger of the two is in the join ack.
+                if let Some(held) = read_up_to.max(emitted) {
+                    self.seams.hold(&room, socket.clone(), held);
                 }
-                None => break,
-            },
-            _ = shared.shutdown.cancelled() => break,
+                self.groups.join(room_key(&room), &socket);
+                let _ = reply.send(emitted);
+            }
+            Command::Enter { key, socket } => self.groups.join(key, &socket),
+            Command::Leave { key, socket } => self.groups.leave(&key, &socket),
+        }
+    }
+
+    fn deliver(&mut self, coalescer: &Coalescer, event: BusEvent) {
+        match event {
+            BusEvent::Message(msg) => {
+                m::fanout("message");
+                match self.last.get_mut(&msg.room) {
+                    Some(id) => *id = msg.id,
+                    None => {
+                        self.last.insert(msg.room.clone(), msg.id);
+                    }
+                }
+                let skip = self.seams.skip(&msg.room, msg.id);
+                if let Some(frame) = encode(push::MESSAGE_NEW, &msg) {
+                    self.send(&room_key(&msg.room), &frame, |s| skip.contains(s));
+                }
+            }
+            BusEvent::Dm(dm) => {
+                m::fanout("dm");
+                if let Some(frame) = encode(push::DM_NEW, &dm) {
+                    self.send(&user_key(&dm.to), &frame, |_| false);
+                    if dm.from != dm.to {
+                        self.send(&user_key(&dm.from), &frame, |_| false);
+                    }
+                }
+            }
+            BusEvent::Signal {
+                room,
+                signal: Signal::Typing { user, typing },
+            } => {
+                m::fanout("typing");
+                let own = self.groups.members(&user_key(&user));
+                let key = room_key(&room);
+                let p = TypingPush { room, user, typing };
+                if let Some(frame) = encode(push::TYPING, &p) {
+                    self.send(&key, &frame, |s| own.contains(s));
+                }
+            }
+            BusEvent::UserSignal {
+                user,
+                signal:
+                    UserSignal::DmRead {
+                        with,
+                        up_to,
+                        unread,
+                    },
+            } => {
+                let p = DmReadPush {
+                    with,
+                    up_to,
+                    unread,
+                };
+                if let Some(frame) = encode(push::DM_READ, &p) {
+                    self.send(&user_key(&user), &frame, |_| false);
+                }
+            }
+            BusEvent::Signal {
+                room,
+                signal: Signal::Presence { joined, left },
+            } => coalescer.add(&room, &joined, &left),
+        }
+    }
+
+    /// Emit the coalesced presence batches (one `room:presence` per changed room).
+    fn flush_presence(&mut self, coalescer: &Coalescer, max_names: usize) {
+        for batch in coalescer.take(max_names) {
+            metrics::counter!(m::PRESENCE_PUSHES).increment(1);
+            let key = room_key(&batch.room);
+            let p = PresencePush {
+                room: batch.room,
+                joined: batch.joined,
+                left: batch.left,
+                joined_more: batch.joined_more,
+                left_more: batch.left_more,
+            };
+            if let Some(frame) = encode(push::ROOM_PRESENCE, &p) {
+                self.send(&key, &frame, |_| false);
+            }
+        }
+    }
+
+    /// Queue `frame` to the sockets of group `key` and cut every socket whose queue
+    /// refused it: it is a slow consumer and is disconnected (it resumes with
+    /// `since` when it reconnects), so no socket silently misses a push.
+    fn send(&mut self, key: &str, frame: &Frame, skip: impl Fn(&Socket) -> bool) {
+        for socket in self.groups.send(key, frame, skip) {
+            self.slow_consumer(socket);
+        }
+    }
+
+    /// A socket that cannot keep up: count it, take it out of every group at once
+    /// (it must not receive later messages after missing one), and disconnect it
+    /// with a reason the client sees (`io server disconnect`): the DISCONNECT packet
+    /// is queued past the bound. If the client never reads again, the Engine.IO
+    /// heartbeat closes the transport. Its session's clean-up (presence,
+    /// subscriptions) runs from the socket's disconnect handler; the client resumes
+    /// with `since` when it reconnects.
+    fn slow_consumer(&mut self, socket: Socket) {
+        if !socket.connected() {
+            return;
+        }
+        metrics::counter!(m::SLOW_CONSUMERS).increment(1);
+        tracing::info!(sid = %socket.id(), "slow consumer: outgoing queue full, disconnecting");
+        self.groups.leave_all(&socket);
+        socket.disconnect();
+    }
+}
+
+/// Encode a push once for every recipient on this gateway.
+fn encode<T: serde::Serialize>(event: &str, data: &T) -> Option<Frame> {
+    match confab_sio::sio::event("/", event, data) {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::error!("cannot serialise {event}: {e}");
+            None
         }
     }
 }
@@ -103,142 +269,5 @@ impl Seams {
             self.rooms.remove(room);
         }
         skip
-    }
-}
-
-async fn deliver(
-    shared: &Shared,
-    last: &mut HashMap<String, MessageId>,
-    seams: &mut Seams,
-    event: BusEvent,
-) {
-    match event {
-        BusEvent::Message(msg) => {
-            m::fanout("message");
-            match last.get_mut(&msg.room) {
-                Some(id) => *id = msg.id,
-                None => {
-                    last.insert(msg.room.clone(), msg.id);
-                }
-            }
-            let skip = seams.skip(&msg.room, msg.id);
-            if let Some(frame) = encode(push::MESSAGE_NEW, &msg) {
-                send(shared, &room_key(&msg.room), &frame, |s| skip.contains(s));
-            }
-        }
-        BusEvent::Dm(dm) => {
-            m::fanout("dm");
-            if let Some(frame) = encode(push::DM_NEW, &dm) {
-                send(shared, &user_key(&dm.to), &frame, |_| false);
-                if dm.from != dm.to {
-                    send(shared, &user_key(&dm.from), &frame, |_| false);
-                }
-            }
-        }
-        BusEvent::Signal {
-            room,
-            signal: Signal::Typing { user, typing },
-        } => {
-            m::fanout("typing");
-            let own = shared.groups.members(&user_key(&user));
-            let key = room_key(&room);
-            let p = TypingPush { room, user, typing };
-            if let Some(frame) = encode(push::TYPING, &p) {
-                send(shared, &key, &frame, |s| own.contains(s));
-            }
-        }
-        BusEvent::UserSignal {
-            user,
-            signal:
-                UserSignal::DmRead {
-                    with,
-                    up_to,
-                    unread,
-                },
-        } => {
-            let p = DmReadPush {
-                with,
-                up_to,
-                unread,
-            };
-            if let Some(frame) = encode(push::DM_READ, &p) {
-                send(shared, &user_key(&user), &frame, |_| false);
-            }
-        }
-        BusEvent::Signal {
-            room,
-            signal: Signal::Presence { joined, left },
-        } => {
-            shared.coalescer.add(&room, &joined, &left);
-        }
-    }
-}
-
-/// Encode a push once for every recipient on this gateway.
-fn encode<T: serde::Serialize>(event: &str, data: &T) -> Option<Frame> {
-    match confab_sio::sio::event("/", event, data) {
-        Ok(f) => Some(f),
-        Err(e) => {
-            tracing::error!("cannot serialise {event}: {e}");
-            None
-        }
-    }
-}
-
-/// Queue `frame` to the sockets of group `key` and cut every socket whose queue
-/// refused it: it is a slow consumer and is disconnected (it resumes with `since`
-/// when it reconnects), so no socket silently misses a push.
-fn send(shared: &Shared, key: &str, frame: &Frame, skip: impl Fn(&Socket) -> bool) {
-    for socket in shared.groups.send(key, frame, skip) {
-        slow_consumer(shared, socket);
-    }
-}
-
-/// A socket that cannot keep up: count it, take it out of every fan-out at once (it
-/// must not receive later messages after missing one), and disconnect it with a
-/// reason the client sees (`io server disconnect`): the DISCONNECT packet is queued
-/// past the bound. If the client never reads again, the Engine.IO heartbeat closes
-/// the transport. Its session is cleaned up at once (presence, subscriptions), as for
-/// a disconnect; the client resumes with `since` when it reconnects.
-fn slow_consumer(shared: &Shared, socket: Socket) {
-    let Some(ctx) = shared.sessions.lock().get(socket.id()).cloned() else {
-        return;
-    };
-    if ctx.session.is_closed() {
-        return;
-    }
-    metrics::counter!(m::SLOW_CONSUMERS).increment(1);
-    tracing::info!(sid = %socket.id(), "slow consumer: outgoing queue full, disconnecting");
-    for room in ctx.session.rooms() {
-        shared.groups.leave(&room_key(&room), &socket);
-    }
-    shared.groups.leave(&user_key(&ctx.session.name), &socket);
-    socket.disconnect();
-}
-
-/// Emit the coalesced presence batches every `presence_interval`.
-pub async fn presence_flusher(shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(shared.config.presence_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shared.shutdown.cancelled() => break,
-        }
-        let max_names = shared.config.limits.presence_names_max;
-        for batch in shared.coalescer.take(max_names) {
-            metrics::counter!(m::PRESENCE_PUSHES).increment(1);
-            let key = room_key(&batch.room);
-            let p = PresencePush {
-                room: batch.room,
-                joined: batch.joined,
-                left: batch.left,
-                joined_more: batch.joined_more,
-                left_more: batch.left_more,
-            };
-            if let Some(frame) = encode(push::ROOM_PRESENCE, &p) {
-                send(&shared, &key, &frame, |_| false);
-            }
-        }
     }
 }

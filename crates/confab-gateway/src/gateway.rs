@@ -1,6 +1,7 @@
-//! Wiring and lifetime of one gateway: builds the Socket.IO layer and the HTTP
-//! router around a backend, runs the background tasks, and owns the single
-//! shutdown mechanism (a [`CancellationToken`] every task selects on).
+//! Wiring and lifetime of one gateway (the composition root: nothing in the crate
+//! imports it): builds the state, the wire layer and the HTTP router around a
+//! backend, runs the dispatcher, and owns the single shutdown mechanism (a
+//! [`CancellationToken`] every task selects on).
 //!
 //! Shutdown order: refuse new handshakes and mark not ready → disconnect every
 //! socket (their clean-up removes presence) → stop the HTTP server → exit, all
@@ -8,6 +9,7 @@
 
 use crate::config::GatewayConfig;
 use crate::presence::Coalescer;
+use crate::state::Shared;
 use crate::subscriptions::Subscriptions;
 use crate::{dispatch, http, socket};
 use axum::serve::ListenerExt;
@@ -20,35 +22,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-/// State shared by every handler and task of a gateway.
-pub struct Shared {
-    pub config: GatewayConfig,
-    pub broker: Arc<dyn Broker>,
-    pub presence: Arc<dyn Presence>,
-    /// The local fan-out groups (rooms and users).
-    pub groups: crate::groups::Groups,
-    pub subs: Subscriptions,
-    pub coalescer: Coalescer,
-    pub shutdown: CancellationToken,
-    pub metrics: Option<PrometheusHandle>,
-    /// Commands to the dispatcher (joins in sequence with fan-out).
-    pub dispatcher: dispatch::CommandSender,
-    /// Sessions opened and not yet cleaned up, by socket id (shutdown cleans up
-    /// what is left and waits for none).
-    pub sessions: parking_lot::Mutex<std::collections::HashMap<String, crate::chat::Ctx>>,
-    /// How far behind the dispatcher is (read by the overload admission).
-    pub dispatch_lag: crate::overload::DispatchLag,
-    /// Every task spawned on behalf of a socket (request queues and their clean-up,
-    /// typing expiry, the session push): shutdown waits for them.
-    pub tasks: tokio_util::task::TaskTracker,
-}
-
-impl Shared {
-    pub fn open_sessions(&self) -> usize {
-        self.sessions.lock().len()
-    }
-}
 
 /// A gateway ready to serve.
 pub struct Gateway {
@@ -87,14 +60,12 @@ impl Gateway {
         };
         let (dispatcher, commands) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
-            sessions: parking_lot::Mutex::new(std::collections::HashMap::new()),
+            sessions: Default::default(),
             dispatcher,
             subs: Subscriptions::new(broker.clone()),
             config,
             broker,
             presence,
-            groups: Default::default(),
-            coalescer: Coalescer::default(),
             shutdown: CancellationToken::new(),
             metrics,
             dispatch_lag: Default::default(),
@@ -146,10 +117,18 @@ impl Gateway {
             commands,
         } = self;
         let token = shared.shutdown.clone();
-        let mut tasks = vec![
-            tokio::spawn(dispatch::run(shared.clone(), events, commands)),
-            tokio::spawn(dispatch::presence_flusher(shared.clone())),
-        ];
+        let mut tasks = vec![tokio::spawn(
+            dispatch::Dispatcher {
+                events,
+                commands,
+                coalescer: Coalescer::default(),
+                lag: shared.dispatch_lag.clone(),
+                presence_interval: shared.config.presence_interval,
+                presence_names_max: shared.config.limits.presence_names_max,
+                shutdown: token.clone(),
+            }
+            .run(),
+        )];
         if let Some(h) = shared.metrics.clone() {
             let (t, sh) = (token.clone(), shared.clone());
             metrics::gauge!(crate::metrics::DISPATCH_LAG).set(0.0);

@@ -1,10 +1,10 @@
 //! This gateway's local fan-out groups: the sockets in a room (`r:<room>`) and the
-//! sockets of a user (`u:<name>`). A frame sent to a group is encoded once by the
-//! caller and handed to every member; the members whose queue refused it are
-//! returned, exactly, so the caller can cut them.
+//! sockets of a user (`u:<name>`). Owned by the dispatcher task alone (no lock). A
+//! frame sent to a group is encoded once by the caller and handed to every member;
+//! the members whose queue refused it are returned, exactly, so the caller can cut
+//! them.
 
 use confab_sio::{Frame, SendError, Socket};
-use parking_lot::RwLock;
 use std::collections::HashMap;
 
 /// The group of a chat room.
@@ -19,40 +19,51 @@ pub fn user_key(name: &str) -> String {
 
 #[derive(Default)]
 pub struct Groups {
-    map: RwLock<HashMap<String, HashMap<Box<str>, Socket>>>,
+    map: HashMap<String, HashMap<Box<str>, Socket>>,
+    /// The groups of each socket (to take a cut socket out of all at once).
+    of_socket: HashMap<Box<str>, Vec<String>>,
 }
 
 impl Groups {
-    pub fn join(&self, key: String, socket: &Socket) {
-        self.map
-            .write()
-            .entry(key)
-            .or_default()
-            .insert(socket.id().into(), socket.clone());
+    pub fn join(&mut self, key: String, socket: &Socket) {
+        let id: Box<str> = socket.id().into();
+        let keys = self.of_socket.entry(id.clone()).or_default();
+        if !keys.contains(&key) {
+            keys.push(key.clone());
+        }
+        self.map.entry(key).or_default().insert(id, socket.clone());
     }
 
-    pub fn leave(&self, key: &str, socket: &Socket) {
-        let mut map = self.map.write();
-        if let Some(g) = map.get_mut(key) {
+    pub fn leave(&mut self, key: &str, socket: &Socket) {
+        if let Some(g) = self.map.get_mut(key) {
             g.remove(socket.id());
             if g.is_empty() {
-                map.remove(key);
+                self.map.remove(key);
+            }
+        }
+        if let Some(keys) = self.of_socket.get_mut(socket.id()) {
+            keys.retain(|k| k != key);
+            if keys.is_empty() {
+                self.of_socket.remove(socket.id());
             }
         }
     }
 
-    /// Whether `socket` is in the group (tests, diagnostics).
-    pub fn contains(&self, key: &str, socket: &Socket) -> bool {
-        self.map
-            .read()
-            .get(key)
-            .is_some_and(|g| g.contains_key(socket.id()))
+    /// Take `socket` out of every group.
+    pub fn leave_all(&mut self, socket: &Socket) {
+        for key in self.of_socket.remove(socket.id()).unwrap_or_default() {
+            if let Some(g) = self.map.get_mut(&key) {
+                g.remove(socket.id());
+                if g.is_empty() {
+                    self.map.remove(&key);
+                }
+            }
+        }
     }
 
     /// Sockets of the group (cloned handles).
     pub fn members(&self, key: &str) -> Vec<Socket> {
         self.map
-            .read()
             .get(key)
             .map(|g| g.values().cloned().collect())
             .unwrap_or_default()
@@ -62,8 +73,7 @@ impl Groups {
     /// whose queue was full (slow consumers), and counts the closed ones.
     pub fn send(&self, key: &str, frame: &Frame, skip: impl Fn(&Socket) -> bool) -> Vec<Socket> {
         let mut full = Vec::new();
-        let map = self.map.read();
-        let Some(g) = map.get(key) else {
+        let Some(g) = self.map.get(key) else {
             return full;
         };
         for s in g.values() {
@@ -77,5 +87,14 @@ impl Groups {
             }
         }
         full
+    }
+
+    /// Groups with at least one member (tests, diagnostics).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
     }
 }

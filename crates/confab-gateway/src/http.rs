@@ -1,7 +1,7 @@
 //! HTTP routes beside Socket.IO: the web UI, socket.io-client for the UI, health,
 //! readiness and metrics. Security and cache headers are set here, in one place.
 
-use crate::gateway::Shared;
+use crate::state::Shared;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::IntoResponse;

@@ -1,13 +1,15 @@
 //! confab-gateway: the Socket.IO gateway.
 //!
 //! The path of a chat message reads top to bottom in a handful of modules:
-//! [`socket`] accepts a connection and queues each event of a socket in arrival
-//! order; [`chat`] validates it (via `confab-core`) and calls the backend;
-//! the backend appends and publishes; [`dispatch`] receives the backend's events and
-//! emits them to the local sockets of the room; [`overload`] refuses new messages
-//! while the dispatcher is too far behind.
-//! [`http`] serves the UI, `/healthz`, `/readyz` and `/metrics`. [`gateway`] wires it
-//! together and owns the one shutdown mechanism.
+//! [`socket`] accepts a connection (the wire layer is `confab-sio`) and queues each
+//! event of a socket in arrival order; [`chat`] validates it (via `confab-core`)
+//! and calls the backend; the backend appends and publishes; [`dispatch`] owns the
+//! local fan-out [`groups`], receives the backend's events and queues each, encoded
+//! once, on the local sockets concerned; [`overload`] refuses new messages while the
+//! dispatcher is too far behind. [`state`] is what the chat operations share,
+//! [`http`] serves the UI, `/healthz`, `/readyz` and `/metrics`, and [`gateway`] (the
+//! composition root, imported by nothing else) wires it together and owns the one
+//! shutdown mechanism.
 
 pub mod chat;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod ratelimit;
 pub mod reply;
 pub mod session;
 pub mod socket;
+pub mod state;
 pub mod subscriptions;
 pub mod typing;
 

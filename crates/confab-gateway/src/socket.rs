@@ -8,10 +8,10 @@
 //! at a time.
 
 use crate::chat::{self, Ctx};
-use crate::gateway::Shared;
 use crate::metrics as m;
 use crate::reply;
 use crate::session::{Rejected, Session};
+use crate::state::Shared;
 use confab_core::protocol::{
     self, push, Request, RequestKind, Session as SessionPush, SessionUser,
 };
@@ -127,8 +127,7 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
     }
     shared
         .sessions
-        .lock()
-        .insert(socket.id().to_owned(), ctx.clone());
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     m::connection_opened();
     Ok(ctx)
 }
@@ -140,7 +139,9 @@ pub fn close(ctx: Ctx) {
     session.close(Box::pin(async move {
         chat::close_session(&ctx.shared, &ctx.session, &ctx.socket).await;
         m::connection_closed();
-        ctx.shared.sessions.lock().remove(ctx.socket.id());
+        ctx.shared
+            .sessions
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }));
 }
 

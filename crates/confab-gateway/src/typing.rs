@@ -5,8 +5,8 @@
 //! `typing: false` itself. Leaving the room or disconnecting also ends typing. The
 //! signal crosses gateways through the backend like any room event.
 
-use crate::gateway::Shared;
 use crate::session::Session;
+use crate::state::Shared;
 use confab_backend::Signal;
 use std::sync::Arc;
 
