@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: chaos test-chaos loadtest loadtest-smoke bench-smoke run build test test-rust test-node test-node-redis test-cluster test-browser lint fmt bench cluster check-deploy clean
+.PHONY: chaos test-chaos loadtest loadtest-smoke bench-smoke run build test test-rust test-node test-node-redis test-python test-cluster test-browser lint fmt bench cluster check-deploy clean
 
 ## Run the server with the embedded backend and the web UI on http://$(BIND)/
 run:
@@ -18,7 +18,7 @@ build:
 ## Every test: Rust unit/conformance/integration, socket.io-client suite, browser test
 test: build
 	scripts/deps.sh test
-	$(MAKE) check-deploy test-rust test-node test-node-redis test-cluster test-chaos loadtest-smoke bench-smoke test-browser
+	$(MAKE) check-deploy test-rust test-node test-node-redis test-python test-cluster test-chaos loadtest-smoke bench-smoke test-browser
 
 test-rust:
 	$(CARGO) test --workspace
@@ -29,6 +29,10 @@ test-node:
 ## The same socket.io-client suite against a gateway in cluster mode (own redis-server)
 test-node-redis:
 	scripts/test-node-redis.sh
+
+## An outside client: python-socketio against a real server (tests/python/)
+test-python:
+	python3 tests/python/client_test.py
 
 ## Real cluster: redis-server, three gateways, nginx (tests/cluster/)
 test-cluster:

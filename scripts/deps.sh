@@ -15,6 +15,10 @@ if [ ! -d node_modules/socket.io-client ] || [ package-lock.json -nt node_module
 fi
 
 if [ "$mode" = "test" ]; then
+  if ! python3 -c 'import socketio, websocket' >/dev/null 2>&1; then
+    echo "deps: pip install -r tests/python/requirements.txt"
+    python3 -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+  fi
   missing=()
   command -v chromium >/dev/null 2>&1 || missing+=(chromium chromium-driver)
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx)
