@@ -97,10 +97,6 @@ impl Gateway {
         self
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
     /// Serve on `listener` until `signal` resolves (or the token is cancelled), then
     /// shut down gracefully within the configured deadline.
     pub async fn run(

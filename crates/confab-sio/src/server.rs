@@ -195,14 +195,12 @@ fn parse_query(q: &str) -> Query<'_> {
     out
 }
 
-fn cors_headers(inner: &Inner, req_headers: &HeaderMap, res: &mut Response) {
-    if !inner.config.cors {
-        return;
-    }
+/// CORS headers for a request that carried `origin` (only called when CORS is on).
+fn cors_headers(origin: Option<HeaderValue>, res: &mut Response) {
     let h = res.headers_mut();
-    match req_headers.get(header::ORIGIN) {
+    match origin {
         Some(o) => {
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone());
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
             h.insert(
                 header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
                 HeaderValue::from_static("true"),
@@ -219,9 +217,15 @@ fn cors_headers(inner: &Inner, req_headers: &HeaderMap, res: &mut Response) {
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
-    let headers = req.headers().clone();
+    // Only the Origin is needed afterwards, and only with CORS on.
+    let origin = inner
+        .config
+        .cors
+        .then(|| req.headers().get(header::ORIGIN).cloned());
     let mut res = route(&inner, req).await;
-    cors_headers(&inner, &headers, &mut res);
+    if let Some(origin) = origin {
+        cors_headers(origin, &mut res);
+    }
     res
 }
 
