@@ -40,10 +40,11 @@ trap 'exit 130' INT TERM
 # Our own server, on any free loopback port (it prints the address it got). Run
 # from the repository root so its default UI directory resolves.
 # CONFAB_* settings of the calling environment are dropped: the smoke runs the
-# server with its defaults (rate limit, no access key, ...).
+# server with its defaults (rate limit, ...), in `open` auth mode: the
+# scenarios connect by name.
 unset_confab=()
 for v in $(compgen -e | grep '^CONFAB_' || true); do unset_confab+=(-u "$v"); done
-(cd "$ROOT" && exec env "${unset_confab[@]}" "$BIN" serve --bind 127.0.0.1:0) >"$work/server.out" 2>"$work/server.err" &
+(cd "$ROOT" && exec env "${unset_confab[@]}" "$BIN" serve --bind 127.0.0.1:0 --auth open) >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 addr=""
 for _ in $(seq 1 150); do

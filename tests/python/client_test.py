@@ -20,7 +20,7 @@ BIN = os.environ.get("CONFAB_BIN", os.path.join(ROOT, "target", "debug", "confab
 
 def start_server():
     proc = subprocess.Popen(
-        [BIN, "serve", "--bind", "127.0.0.1:0", "--ui-dir", os.path.join(ROOT, "ui")],
+        [BIN, "serve", "--bind", "127.0.0.1:0", "--auth", "open", "--ui-dir", os.path.join(ROOT, "ui")],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -89,7 +89,12 @@ export async function startGateway({ redisUrl, id, port, args = [], env = {} }) 
   if (id) cliArgs.push("--gateway-id", id);
   const proc = new Proc(`gateway ${id ?? port}`, confabBin(), cliArgs, {
     cwd: root,
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn", ...env },
+    env: {
+      ...process.env,
+      CONFAB_AUTH: process.env.CONFAB_AUTH || "open",
+      RUST_LOG: process.env.RUST_LOG || "warn",
+      ...env,
+    },
   });
   const until = Date.now() + 20000;
   while (!/listening on http/.test(proc.log)) {

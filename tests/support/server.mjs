@@ -21,7 +21,9 @@ export function startServer({ args = [], env = {}, timeoutMs = 15000 } = {}) {
   return new Promise((resolve, reject) => {
     const proc = spawn(confabBin(), ["serve", "--bind", "127.0.0.1:0", ...args], {
       cwd: root,
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || "warn", ...env },
+      // The chat-contract suites run in `open` mode (id = name); the auth suites
+      // pass `--auth`, which overrides this.
+      env: { ...process.env, CONFAB_AUTH: process.env.CONFAB_AUTH || "open", RUST_LOG: process.env.RUST_LOG || "warn", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";

@@ -44,6 +44,7 @@ pub fn unique(base: &str) -> String {
 fn draft(room: &str, from: &str, text: &str) -> NewMessage {
     NewMessage {
         room: room.into(),
+        from_id: from.into(),
         from: from.into(),
         text: text.into(),
         client_id: None,
@@ -335,16 +336,18 @@ pub async fn dms_reach_both_users_once(c: &dyn Cluster) {
     let dm = both
         .broker
         .publish_dm(NewDm {
-            from: alice.clone(),
+            from_id: alice.clone(),
+            from: "Alice".into(),
             to: bob.clone(),
             text: "hi bob".into(),
             client_id: Some("k1".into()),
         })
         .await
         .unwrap();
+    // The conversation and the topics are keyed by user id; the name is display.
     assert_eq!(
-        (dm.from.as_str(), dm.to.as_str()),
-        (alice.as_str(), bob.as_str())
+        (dm.from_id.as_str(), dm.from.as_str(), dm.to.as_str()),
+        (alice.as_str(), "Alice", bob.as_str())
     );
     assert_eq!(recv(&mut both.events).await, BusEvent::Dm(dm.clone()));
     assert_quiet(&mut both.events).await;
@@ -353,6 +356,7 @@ pub async fn dms_reach_both_users_once(c: &dyn Cluster) {
     let reply = to_only
         .broker
         .publish_dm(NewDm {
+            from_id: bob.clone(),
             from: bob.clone(),
             to: alice.clone(),
             text: "hi alice".into(),
@@ -390,8 +394,12 @@ pub async fn signals_are_delivered_not_stored(c: &dyn Cluster) {
         .subscribe(&Topic::Room(room.clone()))
         .await
         .unwrap();
+    let user = |id: &str| crate::UserRef {
+        id: id.into(),
+        name: format!("{id} display"),
+    };
     let typing = Signal::Typing {
-        user: "bob".into(),
+        user: user("bob"),
         typing: true,
     };
     b.broker
@@ -399,8 +407,8 @@ pub async fn signals_are_delivered_not_stored(c: &dyn Cluster) {
         .await
         .unwrap();
     let presence = Signal::Presence {
-        joined: vec!["x".into(), "y".into()],
-        left: vec!["z".into()],
+        joined: vec![user("x"), user("y")],
+        left: vec![user("z")],
     };
     b.broker
         .publish_signal(&room, presence.clone())
@@ -435,9 +443,9 @@ pub async fn presence_counts_connections(c: &dyn Cluster) {
     let n2 = c.node().await;
     let room = unique("pres");
     let (u1, u2, u3) = (unique("u1"), unique("u2"), unique("u3"));
-    assert_eq!(n1.presence.connect(&u1).await.unwrap(), 1);
-    assert_eq!(n2.presence.connect(&u1).await.unwrap(), 2);
-    assert_eq!(n2.presence.connect(&u2).await.unwrap(), 1);
+    assert_eq!(n1.presence.connect(&u1, "Una").await.unwrap(), 1);
+    assert_eq!(n2.presence.connect(&u1, "Una").await.unwrap(), 2);
+    assert_eq!(n2.presence.connect(&u2, "Dos").await.unwrap(), 1);
     assert_eq!(n1.presence.connections(&u1).await.unwrap(), 2);
     assert_eq!(n1.presence.connections(&u3).await.unwrap(), 0);
     assert_eq!(n1.presence.join(&room, &u1).await.unwrap(), 1);
@@ -445,11 +453,15 @@ pub async fn presence_counts_connections(c: &dyn Cluster) {
     assert_eq!(n2.presence.join(&room, &u2).await.unwrap(), 1);
     let (members, total) = n1.presence.room_members(&room, 1000).await.unwrap();
     assert_eq!(total, 2);
-    let mut want = vec![(u1.clone(), 2), (u2.clone(), 1)];
+    // Keyed and sorted by id; each entry shows the user's display name.
+    let mut want = vec![
+        (u1.clone(), "Una".to_owned(), 2),
+        (u2.clone(), "Dos".to_owned(), 1),
+    ];
     want.sort();
-    let got: Vec<(String, u64)> = members
+    let got: Vec<(String, String, u64)> = members
         .iter()
-        .map(|e| (e.name.clone(), e.connections))
+        .map(|e| (e.id.clone(), e.name.clone(), e.connections))
         .collect();
     assert_eq!(got, want);
     let (one, total) = n1.presence.room_members(&room, 1).await.unwrap();
@@ -465,8 +477,10 @@ pub async fn presence_counts_connections(c: &dyn Cluster) {
     assert_eq!(mine.members, 2);
     assert!(rooms.windows(2).all(|w| w[0].members >= w[1].members));
     let (online, _) = n1.presence.online_users(100_000).await.unwrap();
-    assert!(online.iter().any(|e| e.name == u1 && e.connections == 2));
-    assert!(online.windows(2).all(|w| w[0].name <= w[1].name));
+    assert!(online
+        .iter()
+        .any(|e| e.id == u1 && e.name == "Una" && e.connections == 2));
+    assert!(online.windows(2).all(|w| w[0].id <= w[1].id));
     assert_eq!(n1.presence.leave(&room, &u1).await.unwrap(), 1);
     assert_eq!(n1.presence.leave(&room, &u1).await.unwrap(), 0);
     assert_eq!(
@@ -503,7 +517,8 @@ pub async fn client_id_makes_sends_idempotent(c: &dyn Cluster) {
         .unwrap();
     let send = |from: &str, text: &str| NewMessage {
         room: room.clone(),
-        from: from.into(),
+        from_id: from.into(),
+        from: format!("{from} display"),
         text: text.into(),
         client_id: Some("retry-1".into()),
     };
@@ -545,6 +560,7 @@ pub async fn client_id_makes_sends_idempotent(c: &dyn Cluster) {
     // DMs too, in their own namespace (same client id as the room message above).
     let (x, y) = (unique("x"), unique("y"));
     let dm = |text: &str| NewDm {
+        from_id: x.clone(),
         from: x.clone(),
         to: y.clone(),
         text: text.into(),
@@ -573,13 +589,14 @@ pub async fn dm_unread_and_mark_read(c: &dyn Cluster) {
         .await
         .unwrap();
     assert!(!n.presence.is_known(&bob).await.unwrap());
-    n.presence.connect(&bob).await.unwrap();
+    n.presence.connect(&bob, "Bob").await.unwrap();
     n.presence.disconnect(&bob).await.unwrap();
     assert!(
         n.presence.is_known(&bob).await.unwrap(),
         "known after a connect"
     );
     let dm = |from: &str, to: &str, text: &str| NewDm {
+        from_id: from.into(),
         from: from.into(),
         to: to.into(),
         text: text.into(),
@@ -630,6 +647,91 @@ pub async fn dm_unread_and_mark_read(c: &dyn Cluster) {
     assert!(n.broker.dm_unread(&bob).await.unwrap().is_empty());
 }
 
+/// A reused client id in another room is a new message there (idempotency is
+/// keyed by room, user and client id).
+pub async fn client_id_is_scoped_to_the_room(c: &dyn Cluster) {
+    let a = c.node().await;
+    let (r1, r2) = (unique("idem-a"), unique("idem-b"));
+    let send = |room: &str| NewMessage {
+        client_id: Some("same".into()),
+        ..draft(room, "ann", "hello")
+    };
+    let m1 = a.broker.publish_message(send(&r1)).await.unwrap();
+    let m2 = a.broker.publish_message(send(&r2)).await.unwrap();
+    assert_eq!(
+        (m1.room.as_str(), m2.room.as_str()),
+        (r1.as_str(), r2.as_str())
+    );
+    let h = a
+        .broker
+        .room_history(&r2, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(h.items, vec![m2]);
+}
+
+/// A display-name key is held by one user id at a time, across nodes, until its
+/// hold ends; the holder renews it.
+pub async fn names_are_claimed_by_one_user(c: &dyn Cluster) {
+    let n1 = c.node().await;
+    let n2 = c.node().await;
+    let key = unique("alice");
+    let (a, b) = (unique("id-a"), unique("id-b"));
+    let long = Duration::from_secs(60);
+    assert_eq!(n1.presence.claim_name(&key, &a, long).await.unwrap(), None);
+    assert_eq!(
+        n2.presence.claim_name(&key, &b, long).await.unwrap(),
+        Some(a.clone())
+    );
+    // The holder renews (from any node).
+    assert_eq!(n2.presence.claim_name(&key, &a, long).await.unwrap(), None);
+    // Another key is free.
+    let other = unique("bob");
+    assert_eq!(
+        n2.presence.claim_name(&other, &b, long).await.unwrap(),
+        None
+    );
+    // Once the hold ends, the key is free for someone else.
+    let short_key = unique("carol");
+    let short = Duration::from_millis(150);
+    assert_eq!(
+        n1.presence.claim_name(&short_key, &a, short).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        n1.presence.claim_name(&short_key, &b, long).await.unwrap(),
+        Some(a.clone())
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        n2.presence.claim_name(&short_key, &b, long).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        n1.presence.claim_name(&short_key, &a, long).await.unwrap(),
+        Some(b)
+    );
+}
+
+/// The first proposed value of a shared secret wins on every node.
+pub async fn shared_secret_first_proposal_wins(c: &dyn Cluster) {
+    let n1 = c.node().await;
+    let n2 = c.node().await;
+    let name = unique("guest-key");
+    let s1 = n1
+        .presence
+        .shared_secret(&name, b"first-secret")
+        .await
+        .unwrap();
+    let s2 = n2
+        .presence
+        .shared_secret(&name, b"second-secret")
+        .await
+        .unwrap();
+    assert_eq!(s1, b"first-secret".to_vec());
+    assert_eq!(s2, s1);
+}
+
 /// The backend reports ready when it can serve.
 pub async fn ready_when_serving(c: &dyn Cluster) {
     let n = c.node().await;
@@ -661,6 +763,9 @@ macro_rules! conformance_tests {
             presence_counts_connections,
             client_id_makes_sends_idempotent,
             dm_unread_and_mark_read,
+            client_id_is_scoped_to_the_room,
+            names_are_claimed_by_one_user,
+            shared_secret_first_proposal_wins,
             ready_when_serving
         );
         #[test]

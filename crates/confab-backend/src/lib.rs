@@ -81,9 +81,10 @@ pub trait Broker: Send + Sync + 'static {
 /// Connection and room membership counts, cluster-wide.
 #[async_trait]
 pub trait Presence: Send + Sync + 'static {
-    /// A connection of `user` came online (the user is known from now on); returns
-    /// the user's connection count after.
-    async fn connect(&self, user: &str) -> Result<u64, BackendError>;
+    /// A connection of user id `user` came online under display name `name` (the
+    /// user is known from now on, and lists show this name); returns the user's
+    /// connection count after.
+    async fn connect(&self, user: &str, name: &str) -> Result<u64, BackendError>;
     /// A connection of `user` went away; returns the user's connection count after.
     async fn disconnect(&self, user: &str) -> Result<u64, BackendError>;
     /// A connection of `user` entered `room`; returns the user's connection count in
@@ -108,4 +109,22 @@ pub trait Presence: Send + Sync + 'static {
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomEntry>, BackendError>;
     /// Members count of each given room (0 for rooms without members).
     async fn room_sizes(&self, rooms: &[String]) -> Result<Vec<u64>, BackendError>;
+
+    /// Reserve the display-name key `key` (see `confab_core::validate::name_key`)
+    /// for user id `user` until `hold` from now. Succeeds (`None`) when the key is
+    /// free, expired, or already `user`'s (the hold is then renewed); otherwise
+    /// returns the id holding it. (Gateways renew the hold when a user connects
+    /// and when they disconnect, so a name stays reserved for `hold` after its
+    /// holder was last seen.)
+    async fn claim_name(
+        &self,
+        key: &str,
+        user: &str,
+        hold: std::time::Duration,
+    ) -> Result<Option<String>, BackendError>;
+
+    /// The cluster's shared secret named `name`: the first `proposed` value stored
+    /// under that name wins, and every later call anywhere returns it (so every
+    /// gateway signs and verifies guest identities with the same key).
+    async fn shared_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, BackendError>;
 }

@@ -164,9 +164,13 @@ impl Logs {
 
 #[derive(Default)]
 struct PresenceState {
-    known: HashSet<String>,
+    /// Every user id that ever connected, with its latest display name.
+    known: HashMap<String, String>,
     online: BTreeMap<String, u64>,
     rooms: HashMap<String, BTreeMap<String, u64>>,
+    /// Name key → (holder id, hold expiry).
+    claims: HashMap<String, (String, Instant)>,
+    secrets: HashMap<String, Vec<u8>>,
 }
 
 /// The shared state of one embedded chat.
@@ -224,10 +228,13 @@ impl Broker for MemoryNode {
     async fn publish_message(&self, draft: NewMessage) -> Result<Message, BackendError> {
         let retention = self.hub.config.history_retention;
         let mut logs = self.hub.logs.lock();
-        let idem_key = draft
-            .client_id
-            .as_ref()
-            .map(|c| ("room", draft.from.clone(), c.clone()));
+        let idem_key = draft.client_id.as_ref().map(|c| {
+            (
+                "room",
+                draft.from_id.clone(),
+                format!("{}\0{c}", draft.room),
+            )
+        });
         if let Some(key) = &idem_key {
             if let Some(Original::Message(m)) = logs.idem.get(key) {
                 return Ok(m);
@@ -242,6 +249,7 @@ impl Broker for MemoryNode {
             id: log.next_id(ts),
             room: draft.room,
             from: draft.from,
+            from_id: draft.from_id,
             text: draft.text,
             ts,
             client_id: draft.client_id,
@@ -258,13 +266,13 @@ impl Broker for MemoryNode {
 
     async fn publish_dm(&self, draft: NewDm) -> Result<DirectMessage, BackendError> {
         let retention = self.hub.config.history_retention;
-        let (a, b) = dm_pair(&draft.from, &draft.to);
+        let (a, b) = dm_pair(&draft.from_id, &draft.to);
         let key = (a.to_owned(), b.to_owned());
         let mut logs = self.hub.logs.lock();
         let idem_key = draft
             .client_id
             .as_ref()
-            .map(|c| ("dm", draft.from.clone(), c.clone()));
+            .map(|c| ("dm", draft.from_id.clone(), c.clone()));
         if let Some(k) = &idem_key {
             if let Some(Original::Dm(d)) = logs.idem.get(k) {
                 return Ok(d);
@@ -275,18 +283,19 @@ impl Broker for MemoryNode {
         let dm = DirectMessage {
             id: log.next_id(ts),
             from: draft.from,
+            from_id: draft.from_id,
             to: draft.to,
             text: draft.text,
             ts,
             client_id: draft.client_id,
         };
         log.push(dm.clone());
-        if dm.from != dm.to {
+        if dm.from_id != dm.to {
             *logs
                 .unread
                 .entry(dm.to.clone())
                 .or_default()
-                .entry(dm.from.clone())
+                .entry(dm.from_id.clone())
                 .or_insert(0) += 1;
         }
         if let Some(k) = idem_key {
@@ -294,7 +303,7 @@ impl Broker for MemoryNode {
             logs.idem.put(k, Original::Dm(dm.clone()), window);
         }
         let to = Topic::User(dm.to.clone());
-        let from = Topic::User(dm.from.clone());
+        let from = Topic::User(dm.from_id.clone());
         logs.deliver(&to, &BusEvent::Dm(dm.clone()), Some(&from));
         Ok(dm)
     }
@@ -377,7 +386,7 @@ impl Broker for MemoryNode {
                 })
                 .items
                 .iter()
-                .filter(|d| d.from == peer)
+                .filter(|d| d.from_id == peer)
                 .count() as u64,
             _ => 0,
         };
@@ -432,12 +441,17 @@ fn decr(map: &mut BTreeMap<String, u64>, key: &str) -> u64 {
     }
 }
 
-fn entries(map: &BTreeMap<String, u64>, limit: usize) -> (Vec<UserEntry>, u64) {
+fn entries(
+    map: &BTreeMap<String, u64>,
+    names: &HashMap<String, String>,
+    limit: usize,
+) -> (Vec<UserEntry>, u64) {
     let users = map
         .iter()
         .take(limit)
-        .map(|(name, n)| UserEntry {
-            name: name.clone(),
+        .map(|(id, n)| UserEntry {
+            id: id.clone(),
+            name: names.get(id).cloned().unwrap_or_else(|| id.clone()),
             connections: *n,
         })
         .collect();
@@ -446,16 +460,16 @@ fn entries(map: &BTreeMap<String, u64>, limit: usize) -> (Vec<UserEntry>, u64) {
 
 #[async_trait]
 impl Presence for MemoryNode {
-    async fn connect(&self, user: &str) -> Result<u64, BackendError> {
+    async fn connect(&self, user: &str, name: &str) -> Result<u64, BackendError> {
         let mut p = self.hub.presence.lock();
-        if !p.known.contains(user) {
-            p.known.insert(user.to_owned());
+        if p.known.get(user).is_none_or(|n| n != name) {
+            p.known.insert(user.to_owned(), name.to_owned());
         }
         Ok(incr(&mut p.online, user))
     }
 
     async fn is_known(&self, user: &str) -> Result<bool, BackendError> {
-        Ok(self.hub.presence.lock().known.contains(user))
+        Ok(self.hub.presence.lock().known.contains_key(user))
     }
 
     async fn disconnect(&self, user: &str) -> Result<u64, BackendError> {
@@ -486,13 +500,14 @@ impl Presence for MemoryNode {
     ) -> Result<(Vec<UserEntry>, u64), BackendError> {
         let p = self.hub.presence.lock();
         Ok(match p.rooms.get(room) {
-            Some(m) => entries(m, limit),
+            Some(m) => entries(m, &p.known, limit),
             None => (Vec::new(), 0),
         })
     }
 
     async fn online_users(&self, limit: usize) -> Result<(Vec<UserEntry>, u64), BackendError> {
-        Ok(entries(&self.hub.presence.lock().online, limit))
+        let p = self.hub.presence.lock();
+        Ok(entries(&p.online, &p.known, limit))
     }
 
     async fn connections(&self, user: &str) -> Result<u64, BackendError> {
@@ -528,6 +543,37 @@ impl Presence for MemoryNode {
             .map(|r| p.rooms.get(r).map_or(0, |m| m.len() as u64))
             .collect())
     }
+
+    async fn claim_name(
+        &self,
+        key: &str,
+        user: &str,
+        hold: Duration,
+    ) -> Result<Option<String>, BackendError> {
+        let now = Instant::now();
+        let mut p = self.hub.presence.lock();
+        if let Some((holder, until)) = p.claims.get(key) {
+            if holder != user && *until > now {
+                return Ok(Some(holder.clone()));
+            }
+        }
+        p.claims
+            .insert(key.to_owned(), (user.to_owned(), now + hold));
+        if p.claims.len().is_multiple_of(1024) {
+            // Forget expired holds now and then (the map stays bounded by the
+            // names held within one hold period).
+            p.claims.retain(|_, (_, until)| *until > now);
+        }
+        Ok(None)
+    }
+
+    async fn shared_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let mut p = self.hub.presence.lock();
+        Ok(p.secrets
+            .entry(name.to_owned())
+            .or_insert_with(|| proposed.to_vec())
+            .clone())
+    }
 }
 
 #[cfg(test)]
@@ -539,6 +585,7 @@ mod tests {
             id: MessageId::new(ms, seq),
             room: "r".into(),
             from: "a".into(),
+            from_id: "a".into(),
             text: "t".into(),
             ts: ms,
             client_id: None,

@@ -10,6 +10,9 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
     pub room: String,
+    /// The sender's user id (idempotency is keyed by it).
+    pub from_id: String,
+    /// The sender's display name.
     pub from: String,
     pub text: String,
     pub client_id: Option<String>,
@@ -18,7 +21,11 @@ pub struct NewMessage {
 /// A DM before the backend assigned its id and timestamp.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDm {
+    /// The sender's user id; the conversation is keyed by the two ids.
+    pub from_id: String,
+    /// The sender's display name.
     pub from: String,
+    /// The recipient's user id.
     pub to: String,
     pub text: String,
     pub client_id: Option<String>,
@@ -29,7 +36,7 @@ pub struct NewDm {
 pub enum Topic {
     /// Messages and signals of a room.
     Room(String),
-    /// DMs from and to a user.
+    /// DMs from and to a user (by user id), and the user's own signals.
     User(String),
 }
 
@@ -37,12 +44,29 @@ pub enum Topic {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Signal {
     /// `user` started or stopped typing in the room.
-    Typing { user: String, typing: bool },
+    Typing { user: UserRef, typing: bool },
     /// Users whose first connection entered the room / whose last one left it.
     Presence {
-        joined: Vec<String>,
-        left: Vec<String>,
+        joined: Vec<UserRef>,
+        left: Vec<UserRef>,
     },
+}
+
+/// A user as shown to others: the id (the identity) and the display name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct UserRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// A user whose id is their name (as in `open` auth mode).
+impl From<&str> for UserRef {
+    fn from(name: &str) -> Self {
+        Self {
+            id: name.to_owned(),
+            name: name.to_owned(),
+        }
+    }
 }
 
 /// Ephemeral events for all the sockets of one user: delivered, never stored.

@@ -39,6 +39,7 @@ async fn retention_drops_oldest_and_marks_truncated() {
         ids.push(
             n.publish_message(NewMessage {
                 room: "r".into(),
+                from_id: "a".into(),
                 from: "a".into(),
                 text: format!("{i}"),
                 client_id: None,

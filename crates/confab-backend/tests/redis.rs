@@ -148,6 +148,7 @@ confab_backend::conformance_tests!(cluster());
 fn draft(room: &str, text: &str) -> NewMessage {
     NewMessage {
         room: room.into(),
+        from_id: "pat".into(),
         from: "pat".into(),
         text: text.into(),
         client_id: None,
@@ -264,14 +265,14 @@ async fn dead_gateway_presence_is_reaped() {
     let room = unique("lobby");
     b.subscribe(&Topic::Room(room.clone())).await.unwrap();
     for user in ["ann", "bob"] {
-        a.connect(user).await.unwrap();
+        a.connect(user, user).await.unwrap();
     }
     a.join(&room, "ann").await.unwrap();
     assert_eq!(a.join(&room, "ann").await.unwrap(), 2);
     a.join(&room, "bob").await.unwrap();
     a.join(&room, "cy").await.unwrap();
     // bob and cy are also connected through B: they stay.
-    b.connect("bob").await.unwrap();
+    b.connect("bob", "bob").await.unwrap();
     assert_eq!(b.join(&room, "bob").await.unwrap(), 2);
     b.join(&room, "cy").await.unwrap();
 
@@ -320,7 +321,7 @@ async fn shutdown_removes_presence_and_announces() {
     let (b, mut eb) = node(&server, fast()).await;
     let room = unique("bye");
     b.subscribe(&Topic::Room(room.clone())).await.unwrap();
-    a.connect("dee").await.unwrap();
+    a.connect("dee", "dee").await.unwrap();
     a.join(&room, "dee").await.unwrap();
     a.join(&room, "eve").await.unwrap();
     a.shutdown().await.unwrap();
@@ -421,6 +422,7 @@ async fn catches_up_after_pubsub_outage() {
                     };
                     dms.push(
                         b.publish_dm(NewDm {
+                            from_id: from.clone(),
                             from: from.clone(),
                             to: to.clone(),
                             text: i.to_string(),

@@ -13,6 +13,7 @@ use std::fmt;
 pub enum ErrorCode {
     BadRequest,
     InvalidName,
+    NameTaken,
     InvalidRoom,
     InvalidText,
     NotMember,
@@ -28,9 +29,10 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in documentation order.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::InvalidName,
+        ErrorCode::NameTaken,
         ErrorCode::InvalidRoom,
         ErrorCode::InvalidText,
         ErrorCode::NotMember,
@@ -49,6 +51,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::InvalidName => "invalid_name",
+            ErrorCode::NameTaken => "name_taken",
             ErrorCode::InvalidRoom => "invalid_room",
             ErrorCode::InvalidText => "invalid_text",
             ErrorCode::NotMember => "not_member",

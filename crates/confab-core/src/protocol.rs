@@ -19,7 +19,11 @@ use serde_json::Value;
 pub struct Message {
     pub id: MessageId,
     pub room: String,
+    /// The sender's display name when the message was sent.
     pub from: String,
+    /// The sender's user id (the identity; names are for display).
+    #[serde(rename = "fromId", default)]
+    pub from_id: String,
     pub text: String,
     pub ts: u64,
     #[serde(rename = "clientId", default, skip_serializing_if = "Option::is_none")]
@@ -30,7 +34,12 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectMessage {
     pub id: MessageId,
+    /// The sender's display name when the message was sent.
     pub from: String,
+    /// The sender's user id.
+    #[serde(rename = "fromId", default)]
+    pub from_id: String,
+    /// The recipient's user id.
     pub to: String,
     pub text: String,
     pub ts: u64,
@@ -50,6 +59,7 @@ pub mod event {
     pub const TYPING: &str = "typing";
     pub const USERS_LIST: &str = "users:list";
     pub const DM_READ: &str = "dm:read";
+    pub const AUTH_REFRESH: &str = "auth:refresh";
 }
 
 /// Which request a client event names: the one table from event name to request.
@@ -65,10 +75,11 @@ pub enum RequestKind {
     Typing,
     UsersList,
     DmRead,
+    AuthRefresh,
 }
 
 impl RequestKind {
-    pub const ALL: [RequestKind; 10] = [
+    pub const ALL: [RequestKind; 11] = [
         Self::RoomJoin,
         Self::RoomLeave,
         Self::RoomList,
@@ -79,6 +90,7 @@ impl RequestKind {
         Self::Typing,
         Self::UsersList,
         Self::DmRead,
+        Self::AuthRefresh,
     ];
 
     /// The event name on the wire.
@@ -94,6 +106,7 @@ impl RequestKind {
             Self::Typing => event::TYPING,
             Self::UsersList => event::USERS_LIST,
             Self::DmRead => event::DM_READ,
+            Self::AuthRefresh => event::AUTH_REFRESH,
         }
     }
 
@@ -115,6 +128,7 @@ impl RequestKind {
             Self::Typing => Request::Typing(Typing::decode(payload, limits)?),
             Self::UsersList => Request::UsersList(ListUsers::decode(payload, limits)?),
             Self::DmRead => Request::DmRead(DmRead::decode(payload, limits)?),
+            Self::AuthRefresh => Request::AuthRefresh(AuthRefresh::decode(payload, limits)?),
         })
     }
 }
@@ -132,6 +146,7 @@ pub enum Request {
     Typing(Typing),
     UsersList(ListUsers),
     DmRead(DmRead),
+    AuthRefresh(AuthRefresh),
 }
 
 /// The names of the server → client pushes.
@@ -143,6 +158,7 @@ pub mod push {
     pub const ROOM_PRESENCE: &str = "room:presence";
     pub const DM_READ: &str = "dm:read";
     pub const ERROR: &str = "error";
+    pub const AUTH_EXPIRING: &str = "auth:expiring";
 }
 
 /// A checked request, built from the JSON payload of one event.
@@ -295,7 +311,7 @@ impl Decode for SendMessage {
 /// `dm:send {to, text, clientId?}`
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendDm {
-    /// NFC-normalised recipient name.
+    /// The recipient's user id (in `open` mode, the name).
     pub to: String,
     pub text: String,
     pub client_id: Option<String>,
@@ -304,7 +320,7 @@ pub struct SendDm {
 impl Decode for SendDm {
     fn decode(payload: Value, limits: &Limits) -> Result<Self, ChatError> {
         let r: RawSend = raw(payload, false)?;
-        let to = validate::name(&required(r.to, "to")?)?;
+        let to = validate::user_id(&required(r.to, "to")?)?;
         let text = required(r.text, "text")?;
         validate::text(&text, limits.max_text_chars)?;
         Ok(Self {
@@ -358,7 +374,7 @@ impl Decode for DmHistory {
     fn decode(payload: Value, limits: &Limits) -> Result<Self, ChatError> {
         let r: RawHistory = raw(payload, false)?;
         Ok(Self {
-            with: validate::name(&required(r.with, "with")?)?,
+            with: validate::user_id(&required(r.with, "with")?)?,
             before: id(r.before, "before")?,
             limit: validate::limit(
                 r.limit,
@@ -387,7 +403,7 @@ impl Decode for DmRead {
     fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
         let r: RawDmRead = raw(payload, false)?;
         Ok(Self {
-            with: validate::name(&required(r.with, "with")?)?,
+            with: validate::user_id(&required(r.with, "with")?)?,
             up_to: required(id(r.up_to, "upTo")?, "upTo")?,
         })
     }
@@ -436,7 +452,66 @@ impl Decode for ListUsers {
     }
 }
 
+/// Longest token accepted in a handshake or `auth:refresh`, in bytes.
+pub const TOKEN_MAX_LEN: usize = 8192;
+
+/// A bearer token from a handshake or `auth:refresh`: a non-empty string of at
+/// most [`TOKEN_MAX_LEN`] bytes (verified by the gateway, not here).
+pub fn token(raw: Option<&Value>) -> Result<&str, ChatError> {
+    match raw {
+        None | Some(Value::Null) => Err(ChatError::new(
+            ErrorCode::Unauthorized,
+            "a token is required (auth: {token})",
+        )),
+        Some(Value::String(t)) if !t.is_empty() && t.len() <= TOKEN_MAX_LEN => Ok(t),
+        Some(Value::String(_)) => Err(ChatError::new(
+            ErrorCode::Unauthorized,
+            format!("token must be 1-{TOKEN_MAX_LEN} bytes"),
+        )),
+        Some(other) => Err(ChatError::new(
+            ErrorCode::Unauthorized,
+            format!("token must be a string, got {}", kind(other)),
+        )),
+    }
+}
+
+#[derive(Default, Deserialize)]
+struct RawAuthRefresh {
+    token: Option<Value>,
+}
+
+/// `auth:refresh {token}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthRefresh {
+    pub token: String,
+}
+
+impl Decode for AuthRefresh {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let r: RawAuthRefresh = raw(payload, false)?;
+        Ok(Self {
+            token: token(r.token.as_ref())?.to_owned(),
+        })
+    }
+}
+
 // ---- server → client payloads ----
+
+/// `auth:expiring {expiresAt, inMs}`: the socket's token expires soon; send
+/// `auth:refresh {token}` before `expiresAt` or be disconnected then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthExpiring {
+    pub expires_at: u64,
+    pub in_ms: u64,
+}
+
+/// Ack body of `auth:refresh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthRefreshAck {
+    pub expires_at: Option<u64>,
+}
 
 /// `session {user: {name}, rooms, unread}`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -465,7 +540,13 @@ pub struct DmReadPush {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionUser {
+    pub id: String,
     pub name: String,
+    /// Roles granted by the token (`admin`, `moderator`); empty for most users.
+    pub roles: Vec<String>,
+    /// When the identity's token expires (ms since the epoch); absent when it does not.
+    #[serde(rename = "expiresAt", default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// `typing {room, user, typing}`
@@ -473,6 +554,8 @@ pub struct SessionUser {
 pub struct TypingPush {
     pub room: String,
     pub user: String,
+    #[serde(rename = "userId")]
+    pub user_id: String,
     pub typing: bool,
 }
 
@@ -482,8 +565,14 @@ pub struct TypingPush {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PresencePush {
     pub room: String,
+    /// Display names.
     pub joined: Vec<String>,
     pub left: Vec<String>,
+    /// The user ids of `joined` / `left`, in the same order.
+    #[serde(rename = "joinedIds")]
+    pub joined_ids: Vec<String>,
+    #[serde(rename = "leftIds")]
+    pub left_ids: Vec<String>,
     #[serde(rename = "joinedMore", default, skip_serializing_if = "is_zero")]
     pub joined_more: u64,
     #[serde(rename = "leftMore", default, skip_serializing_if = "is_zero")]
@@ -497,6 +586,7 @@ fn is_zero(n: &u64) -> bool {
 /// One user in a list with the number of connections counted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserEntry {
+    pub id: String,
     pub name: String,
     pub connections: u64,
 }
@@ -517,7 +607,10 @@ pub struct JoinAck {
     pub has_more: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+    /// Display names of members (at most `join_members_max`).
     pub members: Vec<String>,
+    /// Their user ids, in the same order.
+    pub member_ids: Vec<String>,
     pub member_count: u64,
 }
 
@@ -820,13 +913,14 @@ mod tests {
             id: MessageId::new(10, 2),
             room: "general".into(),
             from: "alice".into(),
+            from_id: "g_1".into(),
             text: "<b>hi</b>".into(),
             ts: 10,
             client_id: None,
         };
         assert_eq!(
             serde_json::to_value(&m).unwrap(),
-            json!({"id": "10-2", "room": "general", "from": "alice", "text": "<b>hi</b>", "ts": 10})
+            json!({"id": "10-2", "room": "general", "from": "alice", "fromId": "g_1", "text": "<b>hi</b>", "ts": 10})
         );
         let with = Message {
             client_id: Some("c".into()),
@@ -842,12 +936,13 @@ mod tests {
             messages: vec![],
             has_more: false,
             truncated: false,
-            members: vec!["a".into()],
+            members: vec!["Ann".into()],
+            member_ids: vec!["a".into()],
             member_count: 1,
         };
         assert_eq!(
             serde_json::to_value(AckOk::new(&a)).unwrap(),
-            json!({"ok": true, "room": "r", "messages": [], "hasMore": false, "members": ["a"], "memberCount": 1})
+            json!({"ok": true, "room": "r", "messages": [], "hasMore": false, "members": ["Ann"], "memberIds": ["a"], "memberCount": 1})
         );
         let t = JoinAck {
             truncated: true,

@@ -2,6 +2,8 @@
 //!
 //! Pure functions from raw input to a checked value or a [`ChatError`] with the
 //! documented code. The gateway calls them before anything touches a backend.
+//! [`name_key`] is the reservation key that keeps two users from holding names that
+//! look alike.
 
 use crate::error::{ChatError, ErrorCode};
 use unicode_normalization::UnicodeNormalization;
@@ -14,17 +16,92 @@ pub const ROOM_MAX_LEN: usize = 64;
 pub const CLIENT_ID_MAX_LEN: usize = 64;
 /// The room every socket is in after connecting.
 pub const DEFAULT_ROOM: &str = "general";
+/// Longest user id, in characters (after NFC).
+pub const USER_ID_MAX_CHARS: usize = 128;
+
+/// True for characters that render as nothing or reorder text: Unicode's
+/// default-ignorable code points (zero-width characters, soft hyphen, combining grapheme
+/// joiner, Hangul fillers, variation selectors, tags, ...) and the bidi controls
+/// (embeddings, overrides, isolates, marks). Names and ids containing them could look
+/// identical to another user's.
+pub fn is_invisible(c: char) -> bool {
+    matches!(
+        c as u32,
+        0x00AD            // soft hyphen
+        | 0x034F          // combining grapheme joiner
+        | 0x061C          // Arabic letter mark (bidi)
+        | 0x115F..=0x1160 // Hangul choseong/jungseong fillers
+        | 0x17B4..=0x17B5 // Khmer inherent vowels
+        | 0x180B..=0x180F // Mongolian variation selectors, vowel separator
+        | 0x200B..=0x200F // zero-width space/non-joiner/joiner, LRM, RLM
+        | 0x202A..=0x202E // bidi embeddings and overrides
+        | 0x2060..=0x206F // word joiner, invisible operators, bidi isolates, deprecated formats
+        | 0x3164          // Hangul filler
+        | 0xFE00..=0xFE0F // variation selectors
+        | 0xFEFF          // zero-width no-break space (BOM)
+        | 0xFFA0          // halfwidth Hangul filler
+        | 0xFFF0..=0xFFF8 // unassigned, default-ignorable
+        | 0x1BCA0..=0x1BCA3 // shorthand format controls
+        | 0x1D173..=0x1D17A // musical symbol format controls
+        | 0xE0000..=0xE0FFF // tags, variation selectors supplement
+    )
+}
 
 /// A user name: NFC-normalised, 1–32 characters, each a Unicode letter or digit, or
-/// one of `_ . -`. Returns the normalised name.
+/// one of `_ . -`, and none invisible ([`is_invisible`]: Hangul fillers are letters to
+/// Unicode but render as blanks). Returns the normalised name.
 pub fn name(raw: &str) -> Result<String, ChatError> {
     let nfc: String = raw.nfc().collect();
     let count = nfc.chars().count();
-    let ok_char = |c: char| c.is_alphanumeric() || matches!(c, '_' | '.' | '-');
+    let ok_char =
+        |c: char| (c.is_alphanumeric() || matches!(c, '_' | '.' | '-')) && !is_invisible(c);
     if count == 0 || count > NAME_MAX_CHARS || !nfc.chars().all(ok_char) {
         return Err(ChatError::new(
             ErrorCode::InvalidName,
             format!("name must be 1-{NAME_MAX_CHARS} letters, digits, '_', '.' or '-'"),
+        ));
+    }
+    Ok(nfc)
+}
+
+/// The key under which a display name is reserved: two names with the same key cannot be
+/// held by two different users.
+///
+/// NFKC (fullwidth and compatibility forms fold to their plain letters), then full
+/// Unicode case folding, then the UTS #39 confusables skeleton (Cyrillic `а` → Latin `a`,
+/// `m` → `rn`, ...), repeated until it no longer changes (a skeleton prototype can be an
+/// upper-case or compatibility character that the first two steps would fold again),
+/// and finally NFC so the key is one canonical string. Call it on a name that
+/// [`name`] accepted.
+pub fn name_key(name: &str) -> String {
+    let round = |s: &str| -> String {
+        let nfkc: String = s.nfkc().collect();
+        let folded = caseless::default_case_fold_str(&nfkc);
+        unicode_security::skeleton(&folded).nfc().collect()
+    };
+    let mut key = round(name);
+    // Converges in one or two rounds for real names; the bound keeps it total.
+    for _ in 0..4 {
+        let next = round(&key);
+        if next == key {
+            break;
+        }
+        key = next;
+    }
+    key
+}
+
+/// A user id (a JWT `sub`, a guest id, or in open mode the name itself): NFC, 1–128
+/// characters, none of them a control, whitespace or invisible ([`is_invisible`])
+/// character. Returns the normalised id.
+pub fn user_id(raw: &str) -> Result<String, ChatError> {
+    let nfc: String = raw.nfc().collect();
+    let count = nfc.chars().count();
+    let ok_char = |c: char| !c.is_control() && !c.is_whitespace() && !is_invisible(c);
+    if count == 0 || count > USER_ID_MAX_CHARS || !nfc.chars().all(ok_char) {
+        return Err(ChatError::new(
+            ErrorCode::InvalidName,
+            "user id must be 1-128 visible characters",
         ));
     }
     Ok(nfc)
@@ -157,6 +234,105 @@ mod tests {
             "tab\t",
         ] {
             assert_eq!(code(name(bad)), ErrorCode::InvalidName, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn names_reject_invisible_and_bidi_characters() {
+        for bad in [
+            "al\u{200B}ice",
+            "\u{3164}",
+            "a\u{3164}",
+            "\u{FFA0}",
+            "\u{115F}\u{1160}",
+            "a\u{202E}b",
+            "a\u{2066}b\u{2069}",
+            "a\u{200E}",
+            "a\u{061C}b",
+            "a\u{00AD}b",
+            "a\u{034F}b",
+            "a\u{FEFF}",
+            "a\u{FE0F}",
+            "a\u{E0061}",
+            "a\u{2060}b",
+        ] {
+            assert_eq!(code(name(bad)), ErrorCode::InvalidName, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn name_keys_fold_case_width_and_confusables() {
+        let alice = name_key("alice");
+        assert_eq!(name_key("ALICE"), alice);
+        assert_eq!(name_key("Alice"), alice);
+        assert_eq!(name_key("\u{0430}lice"), alice, "Cyrillic a");
+        assert_eq!(name_key("ａｌｉｃｅ"), alice, "fullwidth");
+        assert_eq!(name_key("ＡＬＩＣＥ"), alice, "fullwidth capitals");
+        assert_ne!(name_key("alice"), name_key("bob"));
+        assert_ne!(name_key("alice"), name_key("alice2"));
+        // UTS #39: `m` and `rn` share a skeleton, so do `l` and `1`, and `0` and `O`.
+        assert_eq!(name_key("rn"), name_key("m"));
+        assert_eq!(name_key("bill"), name_key("bi1l"));
+        assert_eq!(name_key("b0b"), name_key("BOB"));
+        // Case folding comes first, so capital `I` keys as `i`, not as `l` (its UTS #39
+        // prototype): `alice` and `ALICE` must share a key, and `i` does not look like `l`.
+        assert_eq!(name_key("I"), name_key("i"));
+        assert_ne!(name_key("I"), name_key("l"));
+        // Full case folding: ß and ss are one key; NFC input and decomposed input too.
+        assert_eq!(name_key("straße"), name_key("STRASSE"));
+        assert_eq!(name_key("Zoë"), name_key("Zoe\u{0308}"));
+        // Different scripts that do not look alike stay apart.
+        assert_ne!(name_key("李雷"), name_key("alice"));
+        assert_ne!(name_key("李雷"), name_key("李"));
+        // The key is stable: keying a key changes nothing.
+        for n in [
+            "alice",
+            "ALICE",
+            "ａｌｉｃｅ",
+            "m",
+            "Zoë",
+            "李雷",
+            "straße",
+            "١٢٣",
+            "j.doe",
+        ] {
+            let k = name_key(n);
+            assert_eq!(name_key(&k), k, "{n:?}");
+            assert!(!k.is_empty(), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn user_ids() {
+        for ok in [
+            "auth0|12345",
+            "g_abc",
+            "Zoë",
+            "a",
+            &"x".repeat(128),
+            "user@example.com",
+        ] {
+            assert_eq!(user_id(ok).unwrap(), ok, "{ok:?}");
+        }
+        assert_eq!(user_id("Zoe\u{0301}").unwrap(), "Zoé");
+        assert_eq!(user_id(&"é".repeat(128)).unwrap().chars().count(), 128);
+        for bad in [
+            "",
+            " a",
+            "a ",
+            "a b",
+            "a\u{200B}",
+            "a\u{202E}b",
+            "\u{3164}",
+            "a\nb",
+            "a\u{0}",
+            "a\u{85}",
+            "a\u{3000}b",
+            &"x".repeat(129),
+        ] {
+            let e = user_id(bad).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidName, "{bad:?}");
+            assert_eq!(e.message, "user id must be 1-128 visible characters");
         }
     }
 

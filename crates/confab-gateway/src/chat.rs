@@ -10,7 +10,7 @@ use crate::groups::{room_key, user_key};
 use crate::session::Session;
 use crate::state::Shared;
 use crate::typing;
-use confab_backend::{HistoryQuery, NewDm, NewMessage, Signal, Topic};
+use confab_backend::{HistoryQuery, NewDm, NewMessage, Signal, Topic, UserRef};
 use confab_core::protocol::{
     DmHistory, DmHistoryAck, DmRead, DmReadAck, EmptyAck, JoinAck, JoinRoom, LeaveAck, LeaveRoom,
     ListRooms, ListUsers, RoomEntry, RoomHistory, RoomHistoryAck, RoomListAck, SendDm, SendMessage,
@@ -56,8 +56,8 @@ async fn enter_room(ctx: &Ctx, room: &str) -> Result<bool, ChatError> {
         ctx.session.remove_room(room);
         return Err(e.into());
     }
-    match sh.presence.join(room, &ctx.session.name).await {
-        Ok(1) => announce(sh, room, &ctx.session.name, true).await,
+    match sh.presence.join(room, ctx.session.id()).await {
+        Ok(1) => announce(sh, room, &ctx.session.user, true).await,
         Ok(_) => {}
         Err(e) => {
             ctx.session.remove_room(room);
@@ -111,16 +111,16 @@ pub async fn exit_room(shared: &Arc<Shared>, session: &Session, socket: &Socket,
             socket: socket.clone(),
         },
     );
-    match shared.presence.leave(room, &session.name).await {
-        Ok(0) => announce(shared, room, &session.name, false).await,
+    match shared.presence.leave(room, session.id()).await {
+        Ok(0) => announce(shared, room, &session.user, false).await,
         Ok(_) => {}
-        Err(e) => tracing::warn!(room, user = %session.name, "presence leave failed: {e}"),
+        Err(e) => tracing::warn!(room, user = %session.id(), "presence leave failed: {e}"),
     }
     release_room(shared, room).await;
 }
 
-async fn announce(shared: &Shared, room: &str, user: &str, joined: bool) {
-    let who = vec![user.to_owned()];
+async fn announce(shared: &Shared, room: &str, user: &UserRef, joined: bool) {
+    let who = vec![user.clone()];
     let signal = if joined {
         Signal::Presence {
             joined: who,
@@ -133,7 +133,7 @@ async fn announce(shared: &Shared, room: &str, user: &str, joined: bool) {
         }
     };
     if let Err(e) = shared.broker.publish_signal(room, signal).await {
-        tracing::warn!(room, user, "presence signal not published: {e}");
+        tracing::warn!(room, user = %user.id, "presence signal not published: {e}");
     }
 }
 
@@ -221,6 +221,7 @@ async fn finish_join(
         messages: page.items,
         has_more: page.has_more,
         truncated: page.truncated,
+        member_ids: members.iter().map(|u| u.id.clone()).collect(),
         members: members.into_iter().map(|u| u.name).collect(),
         member_count,
     })
@@ -270,7 +271,8 @@ pub async fn send_message(ctx: &Ctx, req: SendMessage) -> Result<SentAck<Message
         .broker
         .publish_message(NewMessage {
             room: req.room,
-            from: ctx.session.name.clone(),
+            from_id: ctx.session.id().to_owned(),
+            from: ctx.session.name().to_owned(),
             text: req.text,
             client_id: req.client_id,
         })
@@ -302,17 +304,18 @@ pub async fn send_dm(ctx: &Ctx, req: SendDm) -> Result<SentAck<DirectMessage>, C
     let sh = &ctx.shared;
     admit(ctx)?;
     // Offline users who connected before get the DM in their inbox (unread count
-    // in their next `session`); names never seen are refused.
-    if req.to != ctx.session.name && !sh.presence.is_known(&req.to).await? {
+    // in their next `session`); ids never seen are refused.
+    if req.to != ctx.session.id() && !sh.presence.is_known(&req.to).await? {
         return Err(ChatError::new(
             ErrorCode::UserNotFound,
-            format!("no user `{}` has ever connected", req.to),
+            format!("no user with id `{}` has ever connected", req.to),
         ));
     }
     let message = sh
         .broker
         .publish_dm(NewDm {
-            from: ctx.session.name.clone(),
+            from_id: ctx.session.id().to_owned(),
+            from: ctx.session.name().to_owned(),
             to: req.to,
             text: req.text,
             client_id: req.client_id,
@@ -333,7 +336,7 @@ pub async fn dm_history(ctx: &Ctx, req: DmHistory) -> Result<DmHistoryAck, ChatE
     let page = ctx
         .shared
         .broker
-        .dm_history(&ctx.session.name, &req.with, query)
+        .dm_history(ctx.session.id(), &req.with, query)
         .await?;
     Ok(DmHistoryAck {
         with: req.with,
@@ -346,7 +349,7 @@ pub async fn dm_read(ctx: &Ctx, req: DmRead) -> Result<DmReadAck, ChatError> {
     let unread = ctx
         .shared
         .broker
-        .dm_mark_read(&ctx.session.name, &req.with, req.up_to)
+        .dm_mark_read(ctx.session.id(), &req.with, req.up_to)
         .await?;
     Ok(DmReadAck {
         with: req.with,
@@ -374,8 +377,8 @@ pub async fn list_users(ctx: &Ctx, req: ListUsers) -> Result<UsersAck, ChatError
 /// its user room, and the default room. Undone on failure.
 pub async fn open_session(ctx: &Ctx) -> Result<(), ChatError> {
     let sh = &ctx.shared;
-    let name = &ctx.session.name;
-    sh.presence.connect(name).await?;
+    let name = &ctx.session.user.id;
+    sh.presence.connect(name, ctx.session.name()).await?;
     if let Err(e) = sh.subs.acquire(Topic::User(name.clone())).await {
         let _ = sh.presence.disconnect(name).await;
         return Err(e.into());
@@ -417,14 +420,22 @@ pub async fn close_session(shared: &Arc<Shared>, session: &Session, socket: &Soc
     for room in session.take_rooms() {
         exit_room(shared, session, socket, &room).await;
     }
-    if let Err(e) = shared.presence.disconnect(&session.name).await {
-        tracing::warn!(user = %session.name, "presence disconnect failed: {e}");
+    if let Err(e) = shared.presence.disconnect(session.id()).await {
+        tracing::warn!(user = %session.id(), "presence disconnect failed: {e}");
     }
-    shared.subs.release(Topic::User(session.name.clone())).await;
+    // The name stays reserved for the hold period from now (last seen).
+    shared
+        .auth
+        .renew_name(&shared.presence, &session.user)
+        .await;
+    shared
+        .subs
+        .release(Topic::User(session.user.id.clone()))
+        .await;
     fanout(
         shared,
         Command::Leave {
-            key: user_key(&session.name),
+            key: user_key(session.id()),
             socket: socket.clone(),
         },
     );

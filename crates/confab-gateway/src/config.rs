@@ -13,8 +13,6 @@ pub struct GatewayConfig {
     pub ui_dir: PathBuf,
     /// Directory of socket.io-client's `dist/` (served at `/vendor/socket.io/`).
     pub vendor_dir: PathBuf,
-    /// When set, the handshake must carry `auth.key` equal to it.
-    pub access_key: Option<String>,
     /// Sustained events per second per socket.
     pub rate_per_sec: f64,
     /// Burst of events per socket.
@@ -47,7 +45,6 @@ impl Default for GatewayConfig {
             limits: Limits::default(),
             ui_dir: PathBuf::from("ui"),
             vendor_dir: PathBuf::from("node_modules/socket.io-client/dist"),
-            access_key: None,
             rate_per_sec: 20.0,
             rate_burst: 60.0,
             max_queued_requests: 64,

@@ -137,8 +137,8 @@ impl Fanout {
                 m::fanout("dm");
                 if let Some(frame) = encode(push::DM_NEW, &dm) {
                     self.send(&user_key(&dm.to), &frame, |_| false);
-                    if dm.from != dm.to {
-                        self.send(&user_key(&dm.from), &frame, |_| false);
+                    if dm.from_id != dm.to {
+                        self.send(&user_key(&dm.from_id), &frame, |_| false);
                     }
                 }
             }
@@ -147,9 +147,14 @@ impl Fanout {
                 signal: Signal::Typing { user, typing },
             } => {
                 m::fanout("typing");
-                let own = self.groups.members(&user_key(&user));
+                let own = self.groups.members(&user_key(&user.id));
                 let key = room_key(&room);
-                let p = TypingPush { room, user, typing };
+                let p = TypingPush {
+                    room,
+                    user: user.name,
+                    user_id: user.id,
+                    typing,
+                };
                 if let Some(frame) = encode(push::TYPING, &p) {
                     self.send(&key, &frame, |s| own.contains(s));
                 }
@@ -184,10 +189,14 @@ impl Fanout {
         for batch in coalescer.take(max_names) {
             metrics::counter!(m::PRESENCE_PUSHES).increment(1);
             let key = room_key(&batch.room);
+            let (joined, joined_ids) = batch.joined.into_iter().map(|u| (u.name, u.id)).unzip();
+            let (left, left_ids) = batch.left.into_iter().map(|u| (u.name, u.id)).unzip();
             let p = PresencePush {
                 room: batch.room,
-                joined: batch.joined,
-                left: batch.left,
+                joined,
+                left,
+                joined_ids,
+                left_ids,
                 joined_more: batch.joined_more,
                 left_more: batch.left_more,
             };

@@ -45,6 +45,7 @@ pub struct RunningGateway {
 impl Gateway {
     pub fn new(
         config: GatewayConfig,
+        auth: Arc<crate::auth::Auth>,
         broker: Arc<dyn Broker>,
         presence: Arc<dyn Presence>,
         events: EventReceiver,
@@ -64,6 +65,7 @@ impl Gateway {
             dispatcher,
             subs: Subscriptions::new(broker.clone()),
             config,
+            auth,
             broker,
             presence,
             shutdown: CancellationToken::new(),

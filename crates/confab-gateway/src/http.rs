@@ -1,12 +1,15 @@
-//! HTTP routes beside Socket.IO: the web UI, socket.io-client for the UI, health,
-//! readiness and metrics. Security and cache headers are set here, in one place.
+//! HTTP routes beside Socket.IO: the web UI, socket.io-client for the UI, guest
+//! sign-up, health, readiness and metrics. Security and cache headers are set here,
+//! in one place; API errors are `{error: {code, message}}` with the status of
+//! [`status_of`].
 
 use crate::state::Shared;
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
+use confab_core::{ChatError, ErrorCode};
 use serde_json::json;
 use std::sync::Arc;
 use tower::ServiceBuilder;
@@ -60,10 +63,67 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/guest", post(guest))
+        .route("/api/auth", get(auth_info))
         .nest("/vendor/socket.io", vendor)
         .merge(ui)
         .layer(static_headers)
         .with_state(shared)
+}
+
+/// The HTTP status of an API error.
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::BadRequest
+        | ErrorCode::InvalidName
+        | ErrorCode::InvalidRoom
+        | ErrorCode::InvalidText => StatusCode::BAD_REQUEST,
+        ErrorCode::NameTaken => StatusCode::CONFLICT,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden | ErrorCode::NotMember => StatusCode::FORBIDDEN,
+        ErrorCode::UserNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::Unavailable | ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn api_error(err: ChatError) -> axum::response::Response {
+    crate::metrics::refused(err.code);
+    (status_of(err.code), Json(json!({ "error": err }))).into_response()
+}
+
+/// `GET /api/auth` → `{mode, guest}`: how the UI signs in (`open`: a name;
+/// `guest`: a name through `POST /api/guest`, or a pasted token; `jwt`: a token).
+async fn auth_info(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
+    let mode = shared.auth.mode();
+    Json(json!({
+        "mode": mode.as_str(),
+        "guest": mode == confab_auth::AuthMode::Guest,
+    }))
+}
+
+/// `POST /api/guest {name}` → `{token, user}`: a new guest identity.
+async fn guest(
+    State(shared): State<Arc<Shared>>,
+    body: Result<Json<serde_json::Value>, axum::extract::rejection::JsonRejection>,
+) -> axum::response::Response {
+    let Ok(Json(body)) = body else {
+        return api_error(ChatError::bad_request(
+            "body must be JSON: {\"name\": \"...\"} with Content-Type: application/json",
+        ));
+    };
+    let Some(name) = body.get("name").and_then(|n| n.as_str()) else {
+        return api_error(ChatError::bad_request("missing string field `name`"));
+    };
+    if shared.shutdown.is_cancelled() {
+        return api_error(ChatError::unavailable("server is shutting down"));
+    }
+    match shared.auth.guest(name, shared.presence.as_ref()).await {
+        Ok(grant) => (StatusCode::OK, Json(grant)).into_response(),
+        Err(e) => api_error(e),
+    }
 }
 
 async fn healthz() -> impl IntoResponse {

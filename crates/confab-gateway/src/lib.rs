@@ -6,11 +6,13 @@
 //! and calls the backend; the backend appends and publishes; [`dispatch`] owns the
 //! local fan-out [`groups`], receives the backend's events and queues each, encoded
 //! once, on the local sockets concerned; [`overload`] refuses new messages while the
-//! dispatcher is too far behind. [`state`] is what the chat operations share,
+//! dispatcher is too far behind. [`auth`] turns a handshake credential into a
+//! checked identity (user id + display name). [`state`] is what the chat operations share,
 //! [`http`] serves the UI, `/healthz`, `/readyz` and `/metrics`, and [`gateway`] (the
 //! composition root, imported by nothing else) wires it together and owns the one
 //! shutdown mechanism.
 
+pub mod auth;
 pub mod chat;
 pub mod config;
 pub mod dispatch;
@@ -28,5 +30,6 @@ pub mod state;
 pub mod subscriptions;
 pub mod typing;
 
+pub use auth::{Auth, AuthConfig};
 pub use config::GatewayConfig;
 pub use gateway::{Gateway, RunningGateway};

@@ -9,28 +9,29 @@
 //! crowd joining a big room costs each member small frames (and small websocket
 //! buffers, which keep the capacity of the largest burst).
 
+use confab_backend::UserRef;
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 
 /// Net membership change per room since the last flush.
 #[derive(Default)]
 pub struct Coalescer {
-    pending: Mutex<HashMap<String, BTreeMap<String, i64>>>,
+    pending: Mutex<HashMap<String, BTreeMap<UserRef, i64>>>,
 }
 
-/// One room's batch: who joined, who left (the first names of each, in name
+/// One room's batch: who joined, who left (the first users of each, in id
 /// order), and how many more of each were not listed.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Batch {
     pub room: String,
-    pub joined: Vec<String>,
-    pub left: Vec<String>,
+    pub joined: Vec<UserRef>,
+    pub left: Vec<UserRef>,
     pub joined_more: u64,
     pub left_more: u64,
 }
 
 /// The first `max` names of `names` (already in order) and the count of the rest.
-fn cap<'a>(names: impl Iterator<Item = &'a String>, max: usize) -> (Vec<String>, u64) {
+fn cap<'a>(names: impl Iterator<Item = &'a UserRef>, max: usize) -> (Vec<UserRef>, u64) {
     let mut listed = Vec::new();
     let mut more = 0u64;
     for n in names {
@@ -44,7 +45,7 @@ fn cap<'a>(names: impl Iterator<Item = &'a String>, max: usize) -> (Vec<String>,
 }
 
 impl Coalescer {
-    pub fn add(&self, room: &str, joined: &[String], left: &[String]) {
+    pub fn add(&self, room: &str, joined: &[UserRef], left: &[UserRef]) {
         let mut p = self.pending.lock();
         let deltas = p.entry(room.to_owned()).or_default();
         for u in joined {
@@ -89,8 +90,13 @@ impl Coalescer {
 mod tests {
     use super::*;
 
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| x.to_string()).collect()
+    fn s(v: &[&str]) -> Vec<UserRef> {
+        v.iter()
+            .map(|x| UserRef {
+                id: x.to_string(),
+                name: x.to_uppercase(),
+            })
+            .collect()
     }
 
     #[test]

@@ -8,17 +8,27 @@
 //! The disconnect clean-up goes through the same queue, after any in-flight request.
 
 use crate::ratelimit::TokenBucket;
+use confab_backend::UserRef;
 use futures_util::future::BoxFuture;
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub struct Session {
-    /// The NFC-normalised user name from the handshake.
-    pub name: String,
+    /// Who the socket is: the user id (the identity everything is keyed by) and
+    /// the display name, both checked at the handshake.
+    pub user: UserRef,
+    /// Roles of the identity (`admin`, `moderator`).
+    pub roles: Vec<String>,
+    /// When the identity's token expires (ms since the epoch); moved by
+    /// `auth:refresh`.
+    expires_at: Mutex<Option<u64>>,
+    /// Cancelled when the session closes (ends the tasks that watch it).
+    gone: CancellationToken,
     rooms: Mutex<BTreeSet<String>>,
     limiter: Mutex<TokenBucket>,
     inbox: Mutex<Inbox>,
@@ -46,14 +56,19 @@ pub enum Rejected {
 
 impl Session {
     pub fn new(
-        name: String,
+        user: UserRef,
+        roles: Vec<String>,
+        expires_at: Option<u64>,
         rate: f64,
         burst: f64,
         max_queued: usize,
         tasks: TaskTracker,
     ) -> Arc<Self> {
         Arc::new(Self {
-            name,
+            user,
+            roles,
+            expires_at: Mutex::new(expires_at),
+            gone: CancellationToken::new(),
             rooms: Mutex::new(BTreeSet::new()),
             limiter: Mutex::new(TokenBucket::new(rate, burst, Instant::now())),
             inbox: Mutex::new(Inbox::default()),
@@ -62,6 +77,29 @@ impl Session {
             typing: Mutex::new(HashMap::new()),
             tasks,
         })
+    }
+
+    /// The user id.
+    pub fn id(&self) -> &str {
+        &self.user.id
+    }
+
+    /// The display name.
+    pub fn name(&self) -> &str {
+        &self.user.name
+    }
+
+    pub fn expires_at(&self) -> Option<u64> {
+        *self.expires_at.lock()
+    }
+
+    pub fn set_expires_at(&self, at: Option<u64>) {
+        *self.expires_at.lock() = at;
+    }
+
+    /// Cancelled once the session is closed.
+    pub fn gone(&self) -> &CancellationToken {
+        &self.gone
     }
 
     pub fn is_member(&self, room: &str) -> bool {
@@ -113,6 +151,7 @@ impl Session {
     /// first call queues its clean-up; later ones are ignored.
     pub fn close(self: &Arc<Self>, cleanup: BoxFuture<'static, ()>) {
         if !self.closed.swap(true, Ordering::AcqRel) {
+            self.gone.cancel();
             let _ = self.push(cleanup, true);
         }
     }
@@ -155,9 +194,24 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn user(id: &str) -> UserRef {
+        UserRef {
+            id: id.into(),
+            name: id.into(),
+        }
+    }
+
     #[tokio::test]
     async fn jobs_run_in_submission_order() {
-        let s = Session::new("a".into(), 1000.0, 1000.0, 100, TaskTracker::new());
+        let s = Session::new(
+            user("a"),
+            vec![],
+            None,
+            1000.0,
+            1000.0,
+            100,
+            TaskTracker::new(),
+        );
         let log = Arc::new(Mutex::new(Vec::new()));
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let mut done_tx = Some(done_tx);
@@ -183,7 +237,15 @@ mod tests {
 
     #[tokio::test]
     async fn close_runs_cleanup_after_the_job_in_flight_and_drops_the_rest() {
-        let s = Session::new("a".into(), 1000.0, 1000.0, 100, TaskTracker::new());
+        let s = Session::new(
+            user("a"),
+            vec![],
+            None,
+            1000.0,
+            1000.0,
+            100,
+            TaskTracker::new(),
+        );
         let log = Arc::new(Mutex::new(Vec::new()));
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
         let l = log.clone();
@@ -218,12 +280,20 @@ mod tests {
 
     #[tokio::test]
     async fn queue_and_rate_limits() {
-        let s = Session::new("a".into(), 0.0, 3.0, 100, TaskTracker::new());
+        let s = Session::new(user("a"), vec![], None, 0.0, 3.0, 100, TaskTracker::new());
         for _ in 0..3 {
             s.submit(Box::pin(async {})).unwrap();
         }
         assert_eq!(s.submit(Box::pin(async {})), Err(Rejected::RateLimited));
-        let q = Session::new("b".into(), 1000.0, 1000.0, 2, TaskTracker::new());
+        let q = Session::new(
+            user("b"),
+            vec![],
+            None,
+            1000.0,
+            1000.0,
+            2,
+            TaskTracker::new(),
+        );
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         q.submit(Box::pin(async move {
             let _ = rx.await;

@@ -13,9 +13,10 @@ use crate::reply;
 use crate::session::{Rejected, Session};
 use crate::state::Shared;
 use confab_core::protocol::{
-    self, push, Request, RequestKind, Session as SessionPush, SessionUser,
+    self, push, AuthExpiring, AuthRefresh, AuthRefreshAck, Request, RequestKind,
+    Session as SessionPush, SessionUser,
 };
-use confab_core::{validate, ChatError, ErrorCode};
+use confab_core::{ChatError, ErrorCode};
 use confab_sio::{DisconnectReason, Event, Namespace, Refusal, Socket, SocketHandler};
 use futures_util::future::BoxFuture;
 use serde_json::Value;
@@ -55,16 +56,19 @@ impl SocketHandler for Ctx {
         let socket = socket.clone();
         self.shared.tasks.spawn(async move {
             let session = &ctx.session;
-            let unread = match ctx.shared.broker.dm_unread(&session.name).await {
+            let unread = match ctx.shared.broker.dm_unread(session.id()).await {
                 Ok(u) => u.into_iter().collect(),
                 Err(e) => {
-                    tracing::warn!(user = %session.name, "unread counts unavailable: {e}");
+                    tracing::warn!(user = %session.id(), "unread counts unavailable: {e}");
                     Default::default()
                 }
             };
             let payload = SessionPush {
                 user: SessionUser {
-                    name: session.name.clone(),
+                    id: session.user.id.clone(),
+                    name: session.user.name.clone(),
+                    roles: session.roles.clone(),
+                    expires_at: session.expires_at(),
                 },
                 rooms: session.rooms(),
                 unread,
@@ -73,6 +77,10 @@ impl SocketHandler for Ctx {
                 m::send_failed("session");
             }
         });
+        if self.session.expires_at().is_some() {
+            let ctx = self.clone();
+            self.shared.tasks.spawn(watch_expiry(ctx));
+        }
     }
 
     fn event(&self, _socket: &Socket, ev: Event) {
@@ -80,7 +88,7 @@ impl SocketHandler for Ctx {
     }
 
     fn disconnect(&self, socket: &Socket, reason: DisconnectReason) {
-        tracing::debug!(sid = %socket.id(), user = %self.session.name, reason = reason.as_str(), "disconnect");
+        tracing::debug!(sid = %socket.id(), user = %self.session.id(), reason = reason.as_str(), "disconnect");
         close(self.clone());
     }
 }
@@ -96,22 +104,15 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
     if shared.shutdown.is_cancelled() {
         refuse(ChatError::unavailable("server is shutting down, reconnect"))?;
     }
-    let raw_name = auth.get("name").and_then(Value::as_str).unwrap_or("");
-    let name = match validate::name(raw_name) {
-        Ok(n) => n,
+    let user = match shared.auth.identify(&auth, shared.presence.as_ref()).await {
+        Ok(u) => u,
         Err(e) => return refuse(e),
     };
-    if let Some(key) = &shared.config.access_key {
-        if auth.get("key").and_then(Value::as_str) != Some(key.as_str()) {
-            refuse(ChatError::new(
-                ErrorCode::Unauthorized,
-                "missing or wrong access key",
-            ))?;
-        }
-    }
     let cfg = &shared.config;
     let session = Session::new(
-        name,
+        user.user_ref(),
+        user.roles,
+        user.expires_at,
         cfg.rate_per_sec,
         cfg.rate_burst,
         cfg.max_queued_requests,
@@ -130,6 +131,56 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     m::connection_opened();
     Ok(ctx)
+}
+
+/// `auth:refresh {token}`: a new token for the same user moves the expiry.
+fn refresh(ctx: &Ctx, req: AuthRefresh) -> Result<AuthRefreshAck, ChatError> {
+    let user = ctx.shared.auth.refresh(&ctx.session.user, &req.token)?;
+    ctx.session.set_expires_at(user.expires_at);
+    Ok(AuthRefreshAck {
+        expires_at: user.expires_at,
+    })
+}
+
+/// Tell the socket its token is about to expire (`auth:expiring`), and disconnect
+/// it at expiry unless `auth:refresh` moved the expiry first.
+async fn watch_expiry(ctx: Ctx) {
+    let warning = ctx.shared.auth.expiry_warning().as_millis() as u64;
+    let mut warned_for = None;
+    loop {
+        let Some(exp) = ctx.session.expires_at() else {
+            return;
+        };
+        let now = crate::auth::now_ms();
+        if now >= exp {
+            tracing::debug!(sid = %ctx.socket.id(), user = %ctx.session.id(), "token expired");
+            m::refused(ErrorCode::Unauthorized);
+            ctx.socket.disconnect();
+            return;
+        }
+        let warn_at = exp.saturating_sub(warning);
+        let wake = if now < warn_at {
+            warn_at
+        } else {
+            if warned_for != Some(exp) {
+                warned_for = Some(exp);
+                let p = AuthExpiring {
+                    expires_at: exp,
+                    in_ms: exp - now,
+                };
+                if ctx.socket.emit(push::AUTH_EXPIRING, &p).is_err() {
+                    m::send_failed("auth:expiring");
+                }
+            }
+            exp
+        };
+        let sleep = std::time::Duration::from_millis(wake - now);
+        tokio::select! {
+            _ = tokio::time::sleep(sleep) => {}
+            _ = ctx.session.gone().cancelled() => return,
+            _ = ctx.shared.shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// End a session: its clean-up runs after the request in flight (once, however
@@ -219,6 +270,7 @@ async fn handle(ctx: Ctx, kind: RequestKind, ack: Option<u64>, data: Value) {
         Request::Typing(r) => reply::send(s, ack, event, chat::typing(c, r).await),
         Request::UsersList(r) => reply::send(s, ack, event, chat::list_users(c, r).await),
         Request::DmRead(r) => reply::send(s, ack, event, chat::dm_read(c, r).await),
+        Request::AuthRefresh(r) => reply::send(s, ack, event, refresh(c, r)),
     }
     metrics::histogram!(m::EVENT_SECONDS, "event" => event).record(started.elapsed().as_secs_f64());
 }

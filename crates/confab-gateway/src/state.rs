@@ -15,6 +15,8 @@ use tokio_util::sync::CancellationToken;
 /// State shared by every handler and task of a gateway.
 pub struct Shared {
     pub config: GatewayConfig,
+    /// Who connections are (handshake, guest sign-up, refresh, name holds).
+    pub auth: std::sync::Arc<crate::auth::Auth>,
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn Presence>,
     pub subs: Subscriptions,

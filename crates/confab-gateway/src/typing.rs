@@ -7,7 +7,7 @@
 
 use crate::session::Session;
 use crate::state::Shared;
-use confab_backend::Signal;
+use confab_backend::{Signal, UserRef};
 use std::sync::Arc;
 
 /// Handle `typing {room, typing}` from a member of `room`.
@@ -21,7 +21,7 @@ pub async fn set(shared: &Arc<Shared>, session: &Arc<Session>, room: &str, typin
             (*g, started)
         };
         if started {
-            publish(shared, room, &session.name, true).await;
+            publish(shared, room, &session.user, true).await;
         }
         let (shared, session, room) = (shared.clone(), session.clone(), room.to_owned());
         let timeout = shared.config.typing_timeout;
@@ -41,7 +41,7 @@ pub async fn set(shared: &Arc<Shared>, session: &Arc<Session>, room: &str, typin
                 }
             };
             if expired {
-                publish(&shared, &room, &session.name, false).await;
+                publish(&shared, &room, &session.user, false).await;
             }
         });
     } else {
@@ -53,16 +53,16 @@ pub async fn set(shared: &Arc<Shared>, session: &Arc<Session>, room: &str, typin
 pub async fn stop(shared: &Arc<Shared>, session: &Session, room: &str) {
     let was = session.typing.lock().remove(room).is_some();
     if was {
-        publish(shared, room, &session.name, false).await;
+        publish(shared, room, &session.user, false).await;
     }
 }
 
-async fn publish(shared: &Shared, room: &str, user: &str, typing: bool) {
+async fn publish(shared: &Shared, room: &str, user: &UserRef, typing: bool) {
     let signal = Signal::Typing {
-        user: user.to_owned(),
+        user: user.clone(),
         typing,
     };
     if let Err(e) = shared.broker.publish_signal(room, signal).await {
-        tracing::warn!(room, user, "typing signal not published: {e}");
+        tracing::warn!(room, user = %user.id, "typing signal not published: {e}");
     }
 }

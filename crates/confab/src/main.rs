@@ -5,13 +5,15 @@
 //! at http://127.0.0.1:3000/.
 
 use clap::{Args, Parser, Subcommand};
+use confab_auth::{AuthMode, MintRequest, Signer, VerifierConfig};
 use confab_backend::memory::MemoryHub;
 use confab_backend::redis_backend::{RedisConfig, RedisNode};
 use confab_backend::BackendConfig;
 use confab_core::Limits;
-use confab_gateway::{Gateway, GatewayConfig};
+use confab_gateway::{Auth, AuthConfig, Gateway, GatewayConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// mimalloc unless built with `--no-default-features` (crates/confab/Cargo.toml,
@@ -51,7 +53,41 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a gateway (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Mint a token with the configured key (for an existing login system, and
+    /// tests): prints it on stdout.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+struct TokenArgs {
+    /// The user id (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// The display name (`name`).
+    #[arg(long)]
+    name: String,
+    /// A role to grant (`admin`, `moderator`); repeatable.
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    /// A private room the token grants membership of; repeatable.
+    #[arg(long = "room")]
+    rooms: Vec<String>,
+    /// Lifetime: `90s`, `15m`, `1h`, `30d`.
+    #[arg(long, default_value = "1h", value_parser = confab_auth::parse_duration)]
+    ttl: Duration,
+    /// HS256 secret file (or env `CONFAB_JWT_SECRET`).
+    #[arg(long, env = "CONFAB_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
+    /// RS256/ES256 private key (PEM) to sign with instead of a secret.
+    #[arg(long, env = "CONFAB_JWT_PRIVATE_KEY_FILE")]
+    jwt_private_key_file: Option<PathBuf>,
+    /// `iss` claim.
+    #[arg(long, env = "CONFAB_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// `aud` claim.
+    #[arg(long, env = "CONFAB_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -69,9 +105,37 @@ struct ServeArgs {
         default_value = "node_modules/socket.io-client/dist"
     )]
     vendor_dir: PathBuf,
-    /// Require this key in the handshake (`auth.key`).
-    #[arg(long, env = "CONFAB_ACCESS_KEY", hide_env_values = true)]
-    access_key: Option<String>,
+    /// Who may connect: `guest` (pick a name, get a server-signed identity), `jwt`
+    /// (tokens from your login system), `open` (anyone is whoever they say:
+    /// development and tests only).
+    #[arg(long, env = "CONFAB_AUTH", default_value = "guest")]
+    auth: confab_auth::AuthMode,
+    /// HS256 secret file for tokens (the secret may also come from env
+    /// `CONFAB_JWT_SECRET`, never from a flag). In `guest` mode it also signs guest
+    /// tokens.
+    #[arg(long, env = "CONFAB_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
+    /// RS256/ES256 public key (PEM) for tokens (reloaded on SIGHUP).
+    #[arg(long, env = "CONFAB_JWT_PUBLIC_KEY_FILE")]
+    jwt_public_key_file: Option<PathBuf>,
+    /// JWKS file of RS256/ES256 public keys, selected by `kid` (reloaded on SIGHUP).
+    #[arg(long, env = "CONFAB_JWT_JWKS_FILE")]
+    jwt_jwks_file: Option<PathBuf>,
+    /// Required `iss` claim.
+    #[arg(long, env = "CONFAB_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    #[arg(long, env = "CONFAB_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Lifetime of a guest identity's token.
+    #[arg(long, env = "CONFAB_GUEST_TTL", default_value = "30d", value_parser = confab_auth::parse_duration)]
+    guest_ttl: Duration,
+    /// How long a display name stays reserved after its holder was last seen.
+    #[arg(long, env = "CONFAB_NAME_HOLD", default_value = "30d", value_parser = confab_auth::parse_duration)]
+    name_hold: Duration,
+    /// `auth:expiring` is pushed this long before a token expires.
+    #[arg(long, env = "CONFAB_AUTH_EXPIRY_WARNING", default_value = "60s", value_parser = confab_auth::parse_duration)]
+    auth_expiry_warning: Duration,
     /// Largest event payload in bytes.
     #[arg(long, env = "CONFAB_MAX_PAYLOAD", default_value_t = lim().max_payload)]
     max_payload: usize,
@@ -162,7 +226,34 @@ struct ServeArgs {
     redis_pool: usize,
 }
 
+/// An HS256 secret given in the environment (never a flag: flags show in `ps`).
+fn env_secret() -> Option<Vec<u8>> {
+    std::env::var("CONFAB_JWT_SECRET")
+        .ok()
+        .map(|s| s.trim_end().as_bytes().to_vec())
+        .filter(|s| !s.is_empty())
+}
+
 impl ServeArgs {
+    fn auth_config(&self) -> AuthConfig {
+        AuthConfig {
+            mode: self.auth,
+            jwt: VerifierConfig {
+                secret_file: self.jwt_secret_file.clone(),
+                secret: env_secret(),
+                public_key_file: self.jwt_public_key_file.clone(),
+                jwks_file: self.jwt_jwks_file.clone(),
+                issuer: self.jwt_issuer.clone(),
+                audience: self.jwt_audience.clone(),
+                leeway_s: 30,
+            },
+            name_hold: self.name_hold,
+            guest_ttl: self.guest_ttl,
+            expiry_warning: self.auth_expiry_warning,
+            ..AuthConfig::default()
+        }
+    }
+
     fn gateway_config(&self) -> GatewayConfig {
         GatewayConfig {
             limits: Limits {
@@ -178,7 +269,6 @@ impl ServeArgs {
             },
             ui_dir: self.ui_dir.clone(),
             vendor_dir: self.vendor_dir.clone(),
-            access_key: self.access_key.clone(),
             rate_per_sec: self.rate_limit,
             rate_burst: self.rate_burst,
             max_queued_requests: self.max_queued,
@@ -213,7 +303,8 @@ async fn shutdown_signal() {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let args = match cli.cmd {
-        Some(Cmd::Serve(a)) => a,
+        Some(Cmd::Serve(a)) => *a,
+        Some(Cmd::Token(t)) => return mint(t),
         None => cli.serve,
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -227,6 +318,61 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `confab token`: print a signed token.
+fn mint(t: TokenArgs) -> std::process::ExitCode {
+    let signer = match (&t.jwt_private_key_file, &t.jwt_secret_file, env_secret()) {
+        (Some(p), _, _) => std::fs::read(p)
+            .map_err(|e| format!("{}: {e}", p.display()))
+            .and_then(|pem| Signer::from_private_key_pem(&pem).map_err(|e| e.to_string())),
+        (None, Some(p), _) => Signer::from_secret_file(p).map_err(|e| e.to_string()),
+        (None, None, Some(secret)) => Ok(Signer::hs256(secret)),
+        (None, None, None) => Err(
+            "no key: give --jwt-secret-file, --jwt-private-key-file or env CONFAB_JWT_SECRET"
+                .to_owned(),
+        ),
+    };
+    let token = signer.and_then(|s| {
+        s.mint(&MintRequest {
+            sub: t.sub,
+            name: t.name,
+            roles: t.roles,
+            rooms: t.rooms,
+            ttl: t.ttl,
+            issuer: t.jwt_issuer,
+            audience: t.jwt_audience,
+            guest: false,
+        })
+        .map_err(|e| e.to_string())
+    });
+    match token {
+        Ok(tok) => {
+            println!("{tok}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("confab token: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Re-read the key files on every SIGHUP (rotation without a restart).
+fn reload_on_sighup(auth: Arc<Auth>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: keys will not be reloaded");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match auth.reload() {
+                Ok(()) => tracing::info!("SIGHUP: token keys reloaded"),
+                Err(e) => tracing::error!("SIGHUP: token keys not reloaded (old keys kept): {e}"),
+            }
+        }
+    });
 }
 
 async fn run(args: ServeArgs) -> std::process::ExitCode {
@@ -243,6 +389,26 @@ async fn run(args: ServeArgs) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+async fn make_auth(
+    args: &ServeArgs,
+    presence: &dyn confab_backend::Presence,
+) -> Result<Arc<Auth>, String> {
+    let auth = Arc::new(
+        Auth::new(args.auth_config(), presence)
+            .await
+            .map_err(|e| format!("auth: {e}"))?,
+    );
+    match args.auth {
+        AuthMode::Open => tracing::warn!(
+            "AUTH IS OPEN (--auth open): anyone can connect as any name and read that \
+             name's direct messages. Use it for development and tests only."
+        ),
+        mode => tracing::info!(mode = mode.as_str(), "auth"),
+    }
+    reload_on_sighup(auth.clone());
+    Ok(auth)
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
@@ -268,7 +434,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             });
             let (node, events) = hub.node();
             tracing::info!("backend: embedded (in-memory)");
-            let gw = Gateway::new(config, node.clone(), node, events, Some(metrics));
+            let auth = make_auth(&args, node.as_ref()).await?;
+            let gw = Gateway::new(config, auth, node.clone(), node, events, Some(metrics));
             (gw, None)
         }
         Some(url) => {
@@ -288,7 +455,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                 .await
                 .map_err(|e| format!("redis: {e}"))?;
             tracing::info!(gateway = node.gateway_id(), "backend: redis");
-            let gw = Gateway::new(config, node.clone(), node.clone(), events, Some(metrics));
+            let auth = make_auth(&args, node.as_ref()).await?;
+            let gw = Gateway::new(
+                config,
+                auth,
+                node.clone(),
+                node.clone(),
+                events,
+                Some(metrics),
+            );
             (gw, Some(node))
         }
     };

@@ -95,7 +95,13 @@ async fn presence_is_coalesced_for_30_joins_and_leaves() {
         )
         .await;
         for (_, p) in &pushes {
-            assert_eq!(keys(p), ["joined", "left", "room"], "{p}");
+            assert_eq!(
+                keys(p),
+                ["joined", "joinedIds", "left", "leftIds", "room"],
+                "{p}"
+            );
+            // In open mode a user id is the name.
+            assert_eq!(p["joined"], p["joinedIds"], "{p}");
         }
         assert!(
             !pushes.is_empty() && pushes.len() <= 3,
@@ -161,7 +167,7 @@ async fn presence_counts_users_not_connections() {
         assert_eq!(p.len(), 1);
         assert_eq!(
             p[0].1,
-            json!({"room": room, "joined": ["tabby"], "left": []})
+            json!({"room": room, "joined": ["tabby"], "left": [], "joinedIds": ["tabby"], "leftIds": []})
         );
         // Second tab joins, then leaves: no presence change.
         join(&t2, &room).await;
@@ -178,7 +184,7 @@ async fn presence_counts_users_not_connections() {
         let p = presence_for(&mut obs, &room, |ps| !ps.is_empty(), WAIT, Duration::ZERO).await;
         assert_eq!(
             p[0].1,
-            json!({"room": room, "joined": [], "left": ["tabby"]})
+            json!({"room": room, "joined": [], "left": ["tabby"], "joinedIds": [], "leftIds": ["tabby"]})
         );
     })
     .await;

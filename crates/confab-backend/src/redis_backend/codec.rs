@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredMessage {
     pub from: String,
+    /// The sender's user id (entries written before ids existed have none: the
+    /// name was the id then).
+    #[serde(rename = "fid", default)]
+    pub from_id: String,
     pub text: String,
     #[serde(rename = "clientId", default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
@@ -27,6 +31,11 @@ impl StoredMessage {
         Message {
             id,
             room: room.to_owned(),
+            from_id: if self.from_id.is_empty() {
+                self.from.clone()
+            } else {
+                self.from_id
+            },
             from: self.from,
             text: self.text,
             ts: id.ms,
@@ -39,6 +48,8 @@ impl StoredMessage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct StoredDm {
     pub from: String,
+    #[serde(rename = "fid", default)]
+    pub from_id: String,
     pub to: String,
     pub text: String,
     #[serde(rename = "clientId", default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +60,11 @@ impl StoredDm {
     pub(crate) fn into_dm(self, id: MessageId) -> DirectMessage {
         DirectMessage {
             id,
+            from_id: if self.from_id.is_empty() {
+                self.from.clone()
+            } else {
+                self.from_id
+            },
             from: self.from,
             to: self.to,
             text: self.text,
@@ -289,7 +305,8 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let body = encode(&StoredMessage {
-            from: "a".into(),
+            from: "Ann".into(),
+            from_id: "a".into(),
             text: "hi".into(),
             client_id: None,
         })
@@ -302,7 +319,8 @@ mod tests {
             BusEvent::Message(Message {
                 id: MessageId::new(12, 3),
                 room: "r".into(),
-                from: "a".into(),
+                from: "Ann".into(),
+                from_id: "a".into(),
                 text: "hi".into(),
                 ts: 12,
                 client_id: None,
@@ -325,11 +343,30 @@ mod tests {
         // Optional field present survives the named encoding.
         let dm = StoredDm {
             from: "a".into(),
+            from_id: "id-a".into(),
             to: "b".into(),
             text: "t".into(),
             client_id: Some("c".into()),
         };
         let back: StoredDm = decode(&encode(&dm).unwrap()).unwrap();
         assert_eq!(back, dm);
+    }
+
+    #[test]
+    fn entries_written_before_user_ids_read_the_name_as_id() {
+        #[derive(Serialize)]
+        struct Old {
+            from: String,
+            text: String,
+        }
+        let old = encode(&Old {
+            from: "ann".into(),
+            text: "hi".into(),
+        })
+        .unwrap();
+        let m = decode::<StoredMessage>(&old)
+            .unwrap()
+            .into_message("r", MessageId::new(1, 0));
+        assert_eq!((m.from.as_str(), m.from_id.as_str()), ("ann", "ann"));
     }
 }

@@ -10,7 +10,7 @@
 //! `Signal::Presence { left }` per room for the users whose count dropped to 0.
 
 use super::{scripts, Shared};
-use crate::{BackendError, Signal};
+use crate::{BackendError, Signal, UserRef};
 use redis::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -83,11 +83,33 @@ impl Shared {
             .collect())
     }
 
-    /// Publish one `left` presence signal per room.
+    /// Publish one `left` presence signal per room (with the users' display names
+    /// from the directory; a user missing from it is shown by id).
     pub(super) async fn announce_left(&self, left: Vec<(String, String)>) {
-        let mut by_room: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for (room, user) in left {
-            by_room.entry(room).or_default().push(user);
+        let ids: Vec<&String> = left
+            .iter()
+            .map(|(_, u)| u)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let names: Vec<Option<String>> = if ids.is_empty() {
+            Vec::new()
+        } else {
+            self.query(redis::cmd("HMGET").arg(self.keys.known_users()).arg(&ids))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "display names of reaped users unavailable");
+                    vec![None; ids.len()]
+                })
+        };
+        let name_of: BTreeMap<&String, Option<String>> = ids.into_iter().zip(names).collect();
+        let mut by_room: BTreeMap<String, Vec<UserRef>> = BTreeMap::new();
+        for (room, user) in &left {
+            let name = name_of.get(user).cloned().flatten();
+            by_room.entry(room.clone()).or_default().push(UserRef {
+                name: name.unwrap_or_else(|| user.clone()),
+                id: user.clone(),
+            });
         }
         for (room, mut users) in by_room {
             users.sort();

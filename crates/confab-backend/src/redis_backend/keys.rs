@@ -58,9 +58,21 @@ impl Keys {
         format!("{}:unread:{{{user}}}", self.prefix)
     }
 
-    /// Set of every user that ever connected: `confab:users`.
+    /// Hash of every user id that ever connected → its latest display name:
+    /// `confab:userdir`.
     pub(crate) fn known_users(&self) -> String {
-        format!("{}:users", self.prefix)
+        format!("{}:userdir", self.prefix)
+    }
+
+    /// Reservation of a display-name key (see `Presence::claim_name`): the holder's
+    /// id, expiring when the hold ends: `confab:name:{<key>}`.
+    pub(crate) fn name_claim(&self, key: &str) -> String {
+        format!("{}:name:{{{key}}}", self.prefix)
+    }
+
+    /// A cluster-wide secret: `confab:secret:<name>`.
+    pub(crate) fn secret(&self, name: &str) -> String {
+        format!("{}:secret:{name}", self.prefix)
     }
 
     /// Idempotency record of a client id: `confab:idem:{<user>}:<kind>:<client id>`

@@ -364,7 +364,10 @@ impl Shared {
         limit: usize,
     ) -> Result<(Vec<UserEntry>, u64), BackendError> {
         let mut inv = scripts::PRESENCE_READ.prepare_invoke();
-        inv.key(hash).key(Keys::names(hash)).arg(limit.min(1 << 40));
+        inv.key(hash)
+            .key(Keys::names(hash))
+            .key(self.keys.known_users())
+            .arg(limit.min(1 << 40));
         let v: Value = self.invoke(&inv).await?;
         let mut items = as_array(v, "presence read")?.into_iter();
         let total = items
@@ -373,13 +376,19 @@ impl Shared {
             .transpose()?
             .unwrap_or(0);
         let rest: Vec<Value> = items.collect();
-        let mut users = Vec::with_capacity(rest.len() / 2);
-        for pair in rest.chunks(2) {
-            let [name, count] = pair else {
-                return Err(BackendError::Internal("odd presence reply".into()));
+        let mut users = Vec::with_capacity(rest.len() / 3);
+        for triple in rest.chunks(3) {
+            let [id, count, name] = triple else {
+                return Err(BackendError::Internal("short presence reply".into()));
+            };
+            let id = as_string(id, "presence id")?;
+            let name = match name {
+                Value::Nil => id.clone(),
+                n => as_string(n, "presence name")?,
             };
             users.push(UserEntry {
-                name: as_string(name, "presence name")?,
+                id,
+                name,
                 connections: as_i64(count, "presence count")?.max(0) as u64,
             });
         }
@@ -544,16 +553,18 @@ impl Broker for RedisNode {
         let s = &self.shared;
         let NewMessage {
             room,
+            from_id,
             from,
             text,
             client_id,
         } = draft;
         let idem = match &client_id {
-            Some(c) => s.keys.idempotency(&from, "room", c),
+            Some(c) => s.keys.idempotency(&from_id, &format!("room:{room}"), c),
             None => String::new(),
         };
         let stored = codec::StoredMessage {
             from,
+            from_id,
             text,
             client_id,
         };
@@ -576,25 +587,26 @@ impl Broker for RedisNode {
         let s = &self.shared;
         let stored = codec::StoredDm {
             from: draft.from,
+            from_id: draft.from_id,
             to: draft.to,
             text: draft.text,
             client_id: draft.client_id,
         };
         let idem = match &stored.client_id {
-            Some(c) => s.keys.idempotency(&stored.from, "dm", c),
+            Some(c) => s.keys.idempotency(&stored.from_id, "dm", c),
             None => String::new(),
         };
         let mut inv = scripts::PUBLISH_DM.prepare_invoke();
-        inv.key(s.keys.dm_log(&stored.from, &stored.to))
-            .key(s.keys.user_peers(&stored.from))
+        inv.key(s.keys.dm_log(&stored.from_id, &stored.to))
+            .key(s.keys.user_peers(&stored.from_id))
             .key(s.keys.user_peers(&stored.to))
             .key(idem)
             .key(s.keys.unread(&stored.to))
             .arg(s.retention())
             .arg(encode(&stored)?)
-            .arg(s.keys.user_channel(&stored.from))
+            .arg(s.keys.user_channel(&stored.from_id))
             .arg(s.keys.user_channel(&stored.to))
-            .arg(&stored.from)
+            .arg(&stored.from_id)
             .arg(&stored.to)
             .arg(s.idempotency_secs());
         let reply: Value = s.invoke(&inv).await?;
@@ -679,7 +691,7 @@ impl Broker for RedisNode {
 
 #[async_trait]
 impl Presence for RedisNode {
-    async fn connect(&self, user: &str) -> Result<u64, BackendError> {
+    async fn connect(&self, user: &str, name: &str) -> Result<u64, BackendError> {
         let s = &self.shared;
         let n = s
             .presence_add(
@@ -690,14 +702,19 @@ impl Presence for RedisNode {
             )
             .await?;
         let _: i64 = s
-            .query(redis::cmd("SADD").arg(s.keys.known_users()).arg(user))
+            .query(
+                redis::cmd("HSET")
+                    .arg(s.keys.known_users())
+                    .arg(user)
+                    .arg(name),
+            )
             .await?;
         Ok(n)
     }
 
     async fn is_known(&self, user: &str) -> Result<bool, BackendError> {
         let s = &self.shared;
-        s.query(redis::cmd("SISMEMBER").arg(s.keys.known_users()).arg(user))
+        s.query(redis::cmd("HEXISTS").arg(s.keys.known_users()).arg(user))
             .await
     }
 
@@ -807,5 +824,33 @@ impl Presence for RedisNode {
         }
         let sizes: Vec<i64> = self.shared.query_pipe(&pipe).await?;
         Ok(sizes.into_iter().map(|n| n.max(0) as u64).collect())
+    }
+
+    async fn claim_name(
+        &self,
+        key: &str,
+        user: &str,
+        hold: std::time::Duration,
+    ) -> Result<Option<String>, BackendError> {
+        let s = &self.shared;
+        let mut inv = scripts::CLAIM_NAME.prepare_invoke();
+        inv.key(s.keys.name_claim(key))
+            .arg(user)
+            .arg(hold.as_millis().max(1) as u64);
+        let holder: String = s.invoke(&inv).await?;
+        Ok((!holder.is_empty()).then_some(holder))
+    }
+
+    async fn shared_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, BackendError> {
+        let s = &self.shared;
+        let key = s.keys.secret(name);
+        let _: Value = s
+            .query(redis::cmd("SET").arg(&key).arg(proposed).arg("NX"))
+            .await?;
+        let v: Vec<u8> = s.query(redis::cmd("GET").arg(&key)).await?;
+        if v.is_empty() {
+            return Err(BackendError::Internal(format!("secret {name} is empty")));
+        }
+        Ok(v)
     }
 }

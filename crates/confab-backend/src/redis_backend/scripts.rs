@@ -156,23 +156,43 @@ return 0
     )
 });
 
-/// A consistent page of a presence hash, by name.
+/// A consistent page of a presence hash, by user id, with display names.
 ///
-/// `KEYS[1]` presence hash, `KEYS[2]` its names zset. `ARGV[1]` limit. Returns
-/// `{total, name1, count1, name2, count2, ...}`.
+/// `KEYS[1]` presence hash, `KEYS[2]` its ids zset, `KEYS[3]` the user directory
+/// (id → display name). `ARGV[1]` limit. Returns
+/// `{total, id1, count1, name1, id2, count2, name2, ...}` (a name is nil for an id
+/// missing from the directory).
 pub(crate) static PRESENCE_READ: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local out = {redis.call('ZCARD', KEYS[2])}
 local limit = tonumber(ARGV[1])
 if limit > 0 then
-  local names = redis.call('ZRANGE', KEYS[2], 0, limit - 1)
-  for _, name in ipairs(names) do
-    out[#out + 1] = name
-    out[#out + 1] = redis.call('HGET', KEYS[1], name) or '0'
+  local ids = redis.call('ZRANGE', KEYS[2], 0, limit - 1)
+  for _, id in ipairs(ids) do
+    out[#out + 1] = id
+    out[#out + 1] = redis.call('HGET', KEYS[1], id) or '0'
+    out[#out + 1] = redis.call('HGET', KEYS[3], id) or false
   end
 end
 return out
+"#,
+    )
+});
+
+/// Reserve a display-name key for a user id (see `Presence::claim_name`).
+///
+/// `KEYS[1]` the claim key (`holder` string with a PX expiry). `ARGV[1]` user id, `ARGV[2]` hold in ms. Returns `''` when the user holds
+/// the key now, or the id of the other holder.
+pub(crate) static CLAIM_NAME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return holder
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ''
 "#,
     )
 });

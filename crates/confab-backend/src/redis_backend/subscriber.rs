@@ -395,6 +395,7 @@ mod tests {
             id: MessageId::new(ms, 0),
             room: room.into(),
             from: "a".into(),
+            from_id: "a".into(),
             text: "t".into(),
             ts: ms,
             client_id: None,

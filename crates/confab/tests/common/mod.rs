@@ -40,6 +40,8 @@ impl Server {
             .args(["serve", "--bind", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
+            // The contract tests connect by name; auth tests pass `--auth`.
+            .env("CONFAB_AUTH", "open")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
