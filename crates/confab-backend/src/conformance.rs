@@ -20,6 +20,7 @@ use std::time::Duration;
 pub struct Node {
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn Presence>,
+    pub access: Arc<dyn crate::Access>,
     pub events: EventReceiver,
 }
 
@@ -732,6 +733,235 @@ pub async fn shared_secret_first_proposal_wins(c: &dyn Cluster) {
     assert_eq!(s2, s1);
 }
 
+/// A deleted message is a tombstone in every history read, the room's nodes are
+/// told, and an unknown id deletes nothing.
+pub async fn deletes_leave_tombstones(c: &dyn Cluster) {
+    let mut a = c.node().await;
+    let b = c.node().await;
+    let room = unique("del");
+    a.broker
+        .subscribe(&Topic::Room(room.clone()))
+        .await
+        .unwrap();
+    let m1 = b
+        .broker
+        .publish_message(draft(&room, "ann", "keep"))
+        .await
+        .unwrap();
+    let m2 = b
+        .broker
+        .publish_message(draft(&room, "ann", "oops"))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut a.events).await, BusEvent::Message(m1.clone()));
+    assert_eq!(recv(&mut a.events).await, BusEvent::Message(m2.clone()));
+    assert!(b.broker.delete_message(&room, m2.id).await.unwrap());
+    assert_eq!(
+        recv(&mut a.events).await,
+        BusEvent::Signal {
+            room: room.clone(),
+            signal: Signal::Deleted { id: m2.id }
+        }
+    );
+    let tomb = m2.clone().tombstone();
+    assert!(tomb.deleted && tomb.text.is_empty());
+    for q in [
+        HistoryQuery::Latest { limit: 10 },
+        HistoryQuery::After {
+            id: MessageId::ZERO,
+            limit: 10,
+        },
+    ] {
+        let h = a.broker.room_history(&room, q).await.unwrap();
+        assert_eq!(h.items, vec![m1.clone(), tomb.clone()], "{q:?}");
+    }
+    assert_eq!(
+        a.broker.room_message(&room, m2.id).await.unwrap(),
+        Some(tomb.clone())
+    );
+    assert_eq!(
+        a.broker.room_message(&room, m1.id).await.unwrap(),
+        Some(m1.clone())
+    );
+    let missing = MessageId::new(m2.id.ms + 1000, 0);
+    assert!(!a.broker.delete_message(&room, missing).await.unwrap());
+    assert_eq!(a.broker.room_message(&room, missing).await.unwrap(), None);
+    assert_quiet(&mut a.events).await;
+}
+
+/// User signals reach every node following the user, and only those.
+pub async fn user_signals_reach_the_users_nodes(c: &dyn Cluster) {
+    let mut a = c.node().await;
+    let mut other = c.node().await;
+    let b = c.node().await;
+    let user = unique("target");
+    a.broker
+        .subscribe(&Topic::User(user.clone()))
+        .await
+        .unwrap();
+    other
+        .broker
+        .subscribe(&Topic::User(unique("someone")))
+        .await
+        .unwrap();
+    let signal = crate::UserSignal::Moderation {
+        action: "ban".into(),
+        room: None,
+        until: Some(42),
+    };
+    b.broker
+        .publish_user_signal(&user, signal.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        recv(&mut a.events).await,
+        BusEvent::UserSignal { user, signal }
+    );
+    assert_quiet(&mut other.events).await;
+}
+
+/// Created rooms, members, roles, sanctions and the audit log are shared by every
+/// node.
+pub async fn access_is_shared(c: &dyn Cluster) {
+    use crate::{AuditEntry, RoomMeta, SanctionKind, FOREVER};
+    let n1 = c.node().await;
+    let n2 = c.node().await;
+    let (room, owner, guest) = (unique("priv"), unique("own"), unique("gst"));
+    let meta = RoomMeta {
+        private: true,
+        announce: false,
+        owner: owner.clone(),
+    };
+    assert!(n1.access.create_room(&room, &meta).await.unwrap());
+    let other = RoomMeta {
+        private: false,
+        announce: true,
+        owner: guest.clone(),
+    };
+    assert!(
+        !n2.access.create_room(&room, &other).await.unwrap(),
+        "first creator wins"
+    );
+    let never = unique("public");
+    assert_eq!(
+        n2.access
+            .room_metas(&[room.clone(), never.clone()])
+            .await
+            .unwrap(),
+        vec![Some(meta.clone()), None]
+    );
+    assert!(n2.access.is_room_member(&room, &owner).await.unwrap());
+    assert!(!n2.access.is_room_member(&room, &guest).await.unwrap());
+    n1.access
+        .set_room_member(&room, &guest, true)
+        .await
+        .unwrap();
+    assert!(n2.access.is_room_member(&room, &guest).await.unwrap());
+    assert_eq!(
+        n2.access.member_rooms(&guest, 10).await.unwrap(),
+        vec![room.clone()]
+    );
+    n2.access
+        .set_room_member(&room, &guest, false)
+        .await
+        .unwrap();
+    assert!(!n1.access.is_room_member(&room, &guest).await.unwrap());
+    assert!(n1.access.member_rooms(&guest, 10).await.unwrap().is_empty());
+
+    assert!(n1.access.roles(&guest).await.unwrap().is_empty());
+    n1.access.set_role(&guest, "moderator", true).await.unwrap();
+    n1.access.set_role(&guest, "admin", true).await.unwrap();
+    assert_eq!(
+        n2.access.roles(&guest).await.unwrap(),
+        vec!["admin", "moderator"]
+    );
+    n2.access.set_role(&guest, "admin", false).await.unwrap();
+    assert_eq!(n1.access.roles(&guest).await.unwrap(), vec!["moderator"]);
+
+    let soon = crate::now_ms() + 300;
+    n1.access
+        .set_sanction(SanctionKind::Mute, &guest, Some(&room), soon)
+        .await
+        .unwrap();
+    n1.access
+        .set_sanction(SanctionKind::Ban, &guest, None, FOREVER)
+        .await
+        .unwrap();
+    let s = &n2.access;
+    assert_eq!(
+        s.sanction(SanctionKind::Mute, &guest, Some(&room))
+            .await
+            .unwrap(),
+        Some(soon)
+    );
+    assert_eq!(
+        s.sanction(SanctionKind::Mute, &guest, None).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        s.sanction(SanctionKind::Ban, &guest, Some(&room))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.sanction(SanctionKind::Ban, &guest, None).await.unwrap(),
+        Some(FOREVER)
+    );
+    assert!(s
+        .clear_sanction(SanctionKind::Ban, &guest, None)
+        .await
+        .unwrap());
+    assert!(!s
+        .clear_sanction(SanctionKind::Ban, &guest, None)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.sanction(SanctionKind::Ban, &guest, None).await.unwrap(),
+        None
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        s.sanction(SanctionKind::Mute, &guest, Some(&room))
+            .await
+            .unwrap(),
+        None,
+        "a sanction ends by itself"
+    );
+
+    let entry = |action: &str| AuditEntry {
+        id: None,
+        ts: crate::now_ms(),
+        actor: owner.clone(),
+        action: action.into(),
+        target: Some(guest.clone()),
+        room: Some(room.clone()),
+        until: None,
+    };
+    for a in ["mute", "kick", "ban"] {
+        n1.access.audit_append(entry(a)).await.unwrap();
+    }
+    let mine = |v: Vec<AuditEntry>| -> Vec<String> {
+        v.into_iter()
+            .filter(|e| e.room.as_deref() == Some(room.as_str()))
+            .map(|e| e.action)
+            .collect()
+    };
+    let page = n2.access.audit_list(None, 1000).await.unwrap();
+    let newest_kick = page
+        .iter()
+        .find(|e| e.room.as_deref() == Some(room.as_str()) && e.action == "kick")
+        .and_then(|e| e.id.clone())
+        .unwrap();
+    assert_eq!(mine(page), vec!["ban", "kick", "mute"]);
+    let older = n2
+        .access
+        .audit_list(Some(&newest_kick), 1000)
+        .await
+        .unwrap();
+    assert_eq!(mine(older), vec!["mute"]);
+}
+
 /// The backend reports ready when it can serve.
 pub async fn ready_when_serving(c: &dyn Cluster) {
     let n = c.node().await;
@@ -766,6 +996,9 @@ macro_rules! conformance_tests {
             client_id_is_scoped_to_the_room,
             names_are_claimed_by_one_user,
             shared_secret_first_proposal_wins,
+            deletes_leave_tombstones,
+            user_signals_reach_the_users_nodes,
+            access_is_shared,
             ready_when_serving
         );
         #[test]

@@ -13,16 +13,18 @@
 //! them on Redis (cluster mode: several gateways share one Redis). [`conformance`]
 //! is the test suite both must pass.
 
+pub mod access;
 pub mod conformance;
 pub mod memory;
 pub mod redis_backend;
 mod types;
 
+pub use access::{Access, AuditEntry, RoomMeta, SanctionKind, FOREVER};
 pub use types::*;
 
 use async_trait::async_trait;
 use confab_core::protocol::{RoomEntry, UserEntry};
-use confab_core::{DirectMessage, Message};
+use confab_core::{DirectMessage, Message, MessageId};
 
 /// Append + fan-out, subscriptions and history.
 #[async_trait]
@@ -39,6 +41,22 @@ pub trait Broker: Send + Sync + 'static {
     /// Deliver an ephemeral signal (typing, presence change) to the nodes subscribed to
     /// `room`. Not stored.
     async fn publish_signal(&self, room: &str, signal: Signal) -> Result<(), BackendError>;
+
+    /// Deliver an ephemeral signal to the nodes following `user` (every gateway with
+    /// a socket of theirs). Not stored.
+    async fn publish_user_signal(&self, user: &str, signal: UserSignal)
+        -> Result<(), BackendError>;
+
+    /// Message `id` of `room`, if history still holds it.
+    async fn room_message(
+        &self,
+        room: &str,
+        id: MessageId,
+    ) -> Result<Option<Message>, BackendError>;
+
+    /// Replace message `id` of `room` by its tombstone in history and publish
+    /// [`Signal::Deleted`] to the room; false if history does not hold it.
+    async fn delete_message(&self, room: &str, id: MessageId) -> Result<bool, BackendError>;
 
     /// Start receiving events of `topic` on this node's [`EventReceiver`].
     async fn subscribe(&self, topic: &Topic) -> Result<(), BackendError>;

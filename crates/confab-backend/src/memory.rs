@@ -9,14 +9,15 @@
 //! node's channel before releasing it, so delivery order equals history order.
 
 use crate::{
-    dm_pair, now_ms, BackendConfig, BackendError, Broker, BusEvent, EventReceiver, EventSender,
-    HistoryPage, HistoryQuery, NewDm, NewMessage, Presence, Signal, Topic, UserSignal,
+    dm_pair, now_ms, Access, AuditEntry, BackendConfig, BackendError, Broker, BusEvent,
+    EventReceiver, EventSender, HistoryPage, HistoryQuery, NewDm, NewMessage, Presence, RoomMeta,
+    SanctionKind, Signal, Topic, UserSignal,
 };
 use async_trait::async_trait;
 use confab_core::protocol::{RoomEntry, UserEntry};
 use confab_core::{DirectMessage, Message, MessageId};
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,6 +69,24 @@ impl<T: Entry> Log<T> {
             if let Some(old) = self.items.pop_front() {
                 self.max_deleted = Some(old.id());
             }
+        }
+    }
+
+    /// The entry with id `id`, if kept.
+    pub fn get(&self, id: MessageId) -> Option<&T> {
+        let i = self.items.partition_point(|m| m.id() < id);
+        self.items.get(i).filter(|m| m.id() == id)
+    }
+
+    /// Change the entry with id `id` in place; false if it is not kept.
+    pub fn update(&mut self, id: MessageId, f: impl FnOnce(&mut T)) -> bool {
+        let i = self.items.partition_point(|m| m.id() < id);
+        match self.items.get_mut(i).filter(|m| m.id() == id) {
+            Some(m) => {
+                f(m);
+                true
+            }
+            None => false,
         }
     }
 
@@ -173,11 +192,25 @@ struct PresenceState {
     secrets: HashMap<String, Vec<u8>>,
 }
 
+#[derive(Default)]
+struct AccessState {
+    rooms: HashMap<String, RoomMeta>,
+    /// room → member ids (created rooms only).
+    members: HashMap<String, BTreeSet<String>>,
+    /// user → roles.
+    roles: HashMap<String, BTreeSet<String>>,
+    /// (kind, user, room or "") → until.
+    sanctions: HashMap<(SanctionKind, String, String), u64>,
+    audit: VecDeque<AuditEntry>,
+    audit_last: MessageId,
+}
+
 /// The shared state of one embedded chat.
 pub struct MemoryHub {
     config: BackendConfig,
     logs: Mutex<Logs>,
     presence: Mutex<PresenceState>,
+    access: Mutex<AccessState>,
     next_node: AtomicU64,
 }
 
@@ -187,6 +220,7 @@ impl MemoryHub {
             config,
             logs: Mutex::new(Logs::default()),
             presence: Mutex::new(PresenceState::default()),
+            access: Mutex::new(AccessState::default()),
             next_node: AtomicU64::new(1),
         })
     }
@@ -253,6 +287,7 @@ impl Broker for MemoryNode {
             text: draft.text,
             ts,
             client_id: draft.client_id,
+            deleted: false,
         };
         log.push(msg.clone());
         if let Some(key) = idem_key {
@@ -316,6 +351,45 @@ impl Broker for MemoryNode {
         };
         logs.deliver(&Topic::Room(room.to_owned()), &event, None);
         Ok(())
+    }
+
+    async fn publish_user_signal(
+        &self,
+        user: &str,
+        signal: UserSignal,
+    ) -> Result<(), BackendError> {
+        let logs = self.hub.logs.lock();
+        let event = BusEvent::UserSignal {
+            user: user.to_owned(),
+            signal,
+        };
+        logs.deliver(&Topic::User(user.to_owned()), &event, None);
+        Ok(())
+    }
+
+    async fn room_message(
+        &self,
+        room: &str,
+        id: MessageId,
+    ) -> Result<Option<Message>, BackendError> {
+        let logs = self.hub.logs.lock();
+        Ok(logs.rooms.get(room).and_then(|l| l.get(id)).cloned())
+    }
+
+    async fn delete_message(&self, room: &str, id: MessageId) -> Result<bool, BackendError> {
+        let mut logs = self.hub.logs.lock();
+        let Some(log) = logs.rooms.get_mut(room) else {
+            return Ok(false);
+        };
+        if !log.update(id, |m| *m = m.clone().tombstone()) {
+            return Ok(false);
+        }
+        let event = BusEvent::Signal {
+            room: room.to_owned(),
+            signal: Signal::Deleted { id },
+        };
+        logs.deliver(&Topic::Room(room.to_owned()), &event, None);
+        Ok(true)
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BackendError> {
@@ -576,6 +650,163 @@ impl Presence for MemoryNode {
     }
 }
 
+fn sanction_key(
+    kind: SanctionKind,
+    user: &str,
+    room: Option<&str>,
+) -> (SanctionKind, String, String) {
+    (kind, user.to_owned(), room.unwrap_or("").to_owned())
+}
+
+#[async_trait]
+impl Access for MemoryNode {
+    async fn create_room(&self, room: &str, meta: &RoomMeta) -> Result<bool, BackendError> {
+        let mut a = self.hub.access.lock();
+        if a.rooms.contains_key(room) {
+            return Ok(false);
+        }
+        a.rooms.insert(room.to_owned(), meta.clone());
+        a.members
+            .entry(room.to_owned())
+            .or_default()
+            .insert(meta.owner.clone());
+        Ok(true)
+    }
+
+    async fn room_metas(&self, rooms: &[String]) -> Result<Vec<Option<RoomMeta>>, BackendError> {
+        let a = self.hub.access.lock();
+        Ok(rooms.iter().map(|r| a.rooms.get(r).cloned()).collect())
+    }
+
+    async fn set_room_member(
+        &self,
+        room: &str,
+        user: &str,
+        member: bool,
+    ) -> Result<(), BackendError> {
+        let mut a = self.hub.access.lock();
+        let set = a.members.entry(room.to_owned()).or_default();
+        if member {
+            set.insert(user.to_owned());
+        } else {
+            set.remove(user);
+        }
+        Ok(())
+    }
+
+    async fn is_room_member(&self, room: &str, user: &str) -> Result<bool, BackendError> {
+        let a = self.hub.access.lock();
+        Ok(a.members.get(room).is_some_and(|m| m.contains(user)))
+    }
+
+    async fn member_rooms(&self, user: &str, limit: usize) -> Result<Vec<String>, BackendError> {
+        let a = self.hub.access.lock();
+        let mut rooms: Vec<String> = a
+            .members
+            .iter()
+            .filter(|(_, m)| m.contains(user))
+            .map(|(r, _)| r.clone())
+            .collect();
+        rooms.sort();
+        rooms.truncate(limit);
+        Ok(rooms)
+    }
+
+    async fn set_role(&self, user: &str, role: &str, on: bool) -> Result<(), BackendError> {
+        let mut a = self.hub.access.lock();
+        let roles = a.roles.entry(user.to_owned()).or_default();
+        if on {
+            roles.insert(role.to_owned());
+        } else {
+            roles.remove(role);
+        }
+        Ok(())
+    }
+
+    async fn roles(&self, user: &str) -> Result<Vec<String>, BackendError> {
+        let a = self.hub.access.lock();
+        Ok(a.roles
+            .get(user)
+            .map(|r| r.iter().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn set_sanction(
+        &self,
+        kind: SanctionKind,
+        user: &str,
+        room: Option<&str>,
+        until: u64,
+    ) -> Result<(), BackendError> {
+        let mut a = self.hub.access.lock();
+        let now = now_ms();
+        a.sanctions.retain(|_, until| *until > now);
+        a.sanctions.insert(sanction_key(kind, user, room), until);
+        Ok(())
+    }
+
+    async fn clear_sanction(
+        &self,
+        kind: SanctionKind,
+        user: &str,
+        room: Option<&str>,
+    ) -> Result<bool, BackendError> {
+        let mut a = self.hub.access.lock();
+        let was = a.sanctions.remove(&sanction_key(kind, user, room));
+        Ok(was.is_some_and(|until| until > now_ms()))
+    }
+
+    async fn sanction(
+        &self,
+        kind: SanctionKind,
+        user: &str,
+        room: Option<&str>,
+    ) -> Result<Option<u64>, BackendError> {
+        let a = self.hub.access.lock();
+        Ok(a.sanctions
+            .get(&sanction_key(kind, user, room))
+            .copied()
+            .filter(|until| *until > now_ms()))
+    }
+
+    async fn audit_append(&self, mut entry: AuditEntry) -> Result<(), BackendError> {
+        let mut a = self.hub.access.lock();
+        let id = a.audit_last.next(entry.ts);
+        a.audit_last = id;
+        entry.id = Some(id.to_string());
+        a.audit.push_back(entry);
+        while a.audit.len() > crate::access::AUDIT_RETENTION {
+            a.audit.pop_front();
+        }
+        Ok(())
+    }
+
+    async fn audit_list(
+        &self,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, BackendError> {
+        let before: Option<MessageId> = match before {
+            Some(b) => Some(
+                b.parse()
+                    .map_err(|e| BackendError::Internal(format!("audit id: {e}")))?,
+            ),
+            None => None,
+        };
+        let a = self.hub.access.lock();
+        Ok(a.audit
+            .iter()
+            .rev()
+            .filter(|e| {
+                let id: Option<MessageId> = e.id.as_deref().and_then(|i| i.parse().ok());
+                before.is_none_or(|b| id.is_some_and(|i| i < b))
+            })
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -589,6 +820,7 @@ mod tests {
             text: "t".into(),
             ts: ms,
             client_id: None,
+            deleted: false,
         }
     }
 

@@ -50,7 +50,19 @@ pub enum Signal {
         joined: Vec<UserRef>,
         left: Vec<UserRef>,
     },
+    /// Message `id` of the room was deleted (a tombstone stays in history).
+    Deleted { id: MessageId },
+    /// A server-wide announcement (published on [`ANNOUNCE_TOPIC`]).
+    Announcement {
+        from: UserRef,
+        text: String,
+        ts: u64,
+    },
 }
+
+/// The room topic every gateway subscribes to for server-wide announcements (not
+/// a valid client room name, so no client can join or post to it).
+pub const ANNOUNCE_TOPIC: &str = "~all";
 
 /// A user as shown to others: the id (the identity) and the display name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -78,6 +90,16 @@ pub enum UserSignal {
         up_to: MessageId,
         unread: u64,
     },
+    /// A moderation action against the user, enforced by every gateway holding
+    /// their sockets: `kick`/`ban` with a room take the sockets out of the room,
+    /// `ban` without one disconnects them; `mute` is only told.
+    Moderation {
+        action: String,
+        room: Option<String>,
+        until: Option<u64>,
+    },
+    /// The user was invited to private room `room` by `by`.
+    Invited { room: String, by: UserRef },
 }
 
 /// What a node receives for its subscribed topics.

@@ -14,7 +14,8 @@ impl Cluster for MemoryCluster {
         let (node, events) = self.0.node();
         Node {
             broker: node.clone(),
-            presence: node,
+            presence: node.clone(),
+            access: node,
             events,
         }
     }

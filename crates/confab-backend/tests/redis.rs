@@ -133,7 +133,8 @@ impl Cluster for RedisCluster {
         let (n, events) = node(&self.0, fast()).await;
         Node {
             broker: n.clone(),
-            presence: n,
+            presence: n.clone(),
+            access: n,
             events,
         }
     }

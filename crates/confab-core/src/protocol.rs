@@ -28,6 +28,19 @@ pub struct Message {
     pub ts: u64,
     #[serde(rename = "clientId", default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// A tombstone: the message was deleted (its text is gone).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+impl Message {
+    /// The tombstone of this message: who and when stay, the text goes.
+    pub fn tombstone(mut self) -> Self {
+        self.text = String::new();
+        self.client_id = None;
+        self.deleted = true;
+        self
+    }
 }
 
 /// A private message, stored per conversation and pushed as `dm:new` to both users.
@@ -60,6 +73,16 @@ pub mod event {
     pub const USERS_LIST: &str = "users:list";
     pub const DM_READ: &str = "dm:read";
     pub const AUTH_REFRESH: &str = "auth:refresh";
+    pub const ROOM_CREATE: &str = "room:create";
+    pub const ROOM_INVITE: &str = "room:invite";
+    pub const ROOM_REMOVE: &str = "room:remove";
+    pub const MESSAGE_DELETE: &str = "message:delete";
+    pub const MOD_MUTE: &str = "mod:mute";
+    pub const MOD_KICK: &str = "mod:kick";
+    pub const MOD_BAN: &str = "mod:ban";
+    pub const MOD_UNBAN: &str = "mod:unban";
+    pub const AUDIT_LIST: &str = "audit:list";
+    pub const ANNOUNCE: &str = "announce";
 }
 
 /// Which request a client event names: the one table from event name to request.
@@ -76,10 +99,20 @@ pub enum RequestKind {
     UsersList,
     DmRead,
     AuthRefresh,
+    RoomCreate,
+    RoomInvite,
+    RoomRemove,
+    MessageDelete,
+    ModMute,
+    ModKick,
+    ModBan,
+    ModUnban,
+    AuditList,
+    Announce,
 }
 
 impl RequestKind {
-    pub const ALL: [RequestKind; 11] = [
+    pub const ALL: [RequestKind; 21] = [
         Self::RoomJoin,
         Self::RoomLeave,
         Self::RoomList,
@@ -91,6 +124,16 @@ impl RequestKind {
         Self::UsersList,
         Self::DmRead,
         Self::AuthRefresh,
+        Self::RoomCreate,
+        Self::RoomInvite,
+        Self::RoomRemove,
+        Self::MessageDelete,
+        Self::ModMute,
+        Self::ModKick,
+        Self::ModBan,
+        Self::ModUnban,
+        Self::AuditList,
+        Self::Announce,
     ];
 
     /// The event name on the wire.
@@ -107,6 +150,16 @@ impl RequestKind {
             Self::UsersList => event::USERS_LIST,
             Self::DmRead => event::DM_READ,
             Self::AuthRefresh => event::AUTH_REFRESH,
+            Self::RoomCreate => event::ROOM_CREATE,
+            Self::RoomInvite => event::ROOM_INVITE,
+            Self::RoomRemove => event::ROOM_REMOVE,
+            Self::MessageDelete => event::MESSAGE_DELETE,
+            Self::ModMute => event::MOD_MUTE,
+            Self::ModKick => event::MOD_KICK,
+            Self::ModBan => event::MOD_BAN,
+            Self::ModUnban => event::MOD_UNBAN,
+            Self::AuditList => event::AUDIT_LIST,
+            Self::Announce => event::ANNOUNCE,
         }
     }
 
@@ -129,6 +182,16 @@ impl RequestKind {
             Self::UsersList => Request::UsersList(ListUsers::decode(payload, limits)?),
             Self::DmRead => Request::DmRead(DmRead::decode(payload, limits)?),
             Self::AuthRefresh => Request::AuthRefresh(AuthRefresh::decode(payload, limits)?),
+            Self::RoomCreate => Request::RoomCreate(CreateRoom::decode(payload, limits)?),
+            Self::RoomInvite => Request::RoomInvite(RoomMember::decode(payload, limits)?),
+            Self::RoomRemove => Request::RoomRemove(RoomMember::decode(payload, limits)?),
+            Self::MessageDelete => Request::MessageDelete(DeleteMessage::decode(payload, limits)?),
+            Self::ModMute => Request::ModMute(Mute::decode(payload, limits)?),
+            Self::ModKick => Request::ModKick(RoomMember::decode(payload, limits)?),
+            Self::ModBan => Request::ModBan(Ban::decode(payload, limits)?),
+            Self::ModUnban => Request::ModUnban(Unban::decode(payload, limits)?),
+            Self::AuditList => Request::AuditList(AuditList::decode(payload, limits)?),
+            Self::Announce => Request::Announce(Announce::decode(payload, limits)?),
         })
     }
 }
@@ -147,6 +210,16 @@ pub enum Request {
     UsersList(ListUsers),
     DmRead(DmRead),
     AuthRefresh(AuthRefresh),
+    RoomCreate(CreateRoom),
+    RoomInvite(RoomMember),
+    RoomRemove(RoomMember),
+    MessageDelete(DeleteMessage),
+    ModMute(Mute),
+    ModKick(RoomMember),
+    ModBan(Ban),
+    ModUnban(Unban),
+    AuditList(AuditList),
+    Announce(Announce),
 }
 
 /// The names of the server → client pushes.
@@ -159,6 +232,10 @@ pub mod push {
     pub const DM_READ: &str = "dm:read";
     pub const ERROR: &str = "error";
     pub const AUTH_EXPIRING: &str = "auth:expiring";
+    pub const MESSAGE_DELETED: &str = "message:deleted";
+    pub const MOD_ACTION: &str = "mod:action";
+    pub const ROOM_INVITED: &str = "room:invited";
+    pub const ANNOUNCEMENT: &str = "announcement";
 }
 
 /// A checked request, built from the JSON payload of one event.
@@ -495,7 +572,261 @@ impl Decode for AuthRefresh {
     }
 }
 
+/// Longest sanction, in seconds (10 years).
+pub const DURATION_MAX_S: u64 = 10 * 365 * 24 * 3600;
+
+fn duration(raw: Option<u64>, field: &str) -> Result<Option<u64>, ChatError> {
+    match raw {
+        None => Ok(None),
+        Some(d) if (1..=DURATION_MAX_S).contains(&d) => Ok(Some(d)),
+        Some(_) => Err(ChatError::bad_request(format!(
+            "`{field}` must be an integer between 1 and {DURATION_MAX_S} (seconds)"
+        ))),
+    }
+}
+
+fn user(raw: Option<String>) -> Result<String, ChatError> {
+    validate::user_id(&required(raw, "user")?)
+}
+
+fn optional_room(raw: Option<String>) -> Result<Option<String>, ChatError> {
+    raw.map(|r| validate::room(&r).map(str::to_owned))
+        .transpose()
+}
+
+#[derive(Default, Deserialize)]
+struct RawAccess {
+    room: Option<String>,
+    user: Option<String>,
+    id: Option<String>,
+    private: Option<bool>,
+    announce: Option<bool>,
+    #[serde(rename = "durationS")]
+    duration_s: Option<u64>,
+    before: Option<String>,
+    limit: Option<u64>,
+    text: Option<String>,
+}
+
+/// `room:create {room, private?, announce?}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRoom {
+    pub room: String,
+    pub private: bool,
+    pub announce: bool,
+}
+
+impl Decode for CreateRoom {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let r: RawAccess = raw(payload, false)?;
+        Ok(Self {
+            room: room(r.room)?,
+            private: r.private.unwrap_or(false),
+            announce: r.announce.unwrap_or(false),
+        })
+    }
+}
+
+/// `room:invite`, `room:remove` and `mod:kick`: `{room, user}` (a user id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomMember {
+    pub room: String,
+    pub user: String,
+}
+
+impl Decode for RoomMember {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let r: RawAccess = raw(payload, false)?;
+        Ok(Self {
+            room: room(r.room)?,
+            user: user(r.user)?,
+        })
+    }
+}
+
+/// `message:delete {room, id}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteMessage {
+    pub room: String,
+    pub id: MessageId,
+}
+
+impl Decode for DeleteMessage {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let r: RawAccess = raw(payload, false)?;
+        Ok(Self {
+            room: room(r.room)?,
+            id: required(id(r.id, "id")?, "id")?,
+        })
+    }
+}
+
+/// `mod:mute {room, user, durationS}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mute {
+    pub room: String,
+    pub user: String,
+    pub duration_s: u64,
+}
+
+impl Decode for Mute {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let r: RawAccess = raw(payload, false)?;
+        Ok(Self {
+            room: room(r.room)?,
+            user: user(r.user)?,
+            duration_s: required(duration(r.duration_s, "durationS")?, "durationS")?,
+        })
+    }
+}
+
+/// `mod:ban {user, room?, durationS?}`: no room = server-wide; no duration = until
+/// lifted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ban {
+    pub user: String,
+    pub room: Option<String>,
+    pub duration_s: Option<u64>,
+}
+
+impl Decode for Ban {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let r: RawAccess = raw(payload, false)?;
+        Ok(Self {
+            user: user(r.user)?,
+            room: optional_room(r.room)?,
+            duration_s: duration(r.duration_s, "durationS")?,
+        })
+    }
+}
+
+/// `mod:unban {user, room?}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unban {
+    pub user: String,
+    pub room: Option<String>,
+}
+
+impl Decode for Unban {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let r: RawAccess = raw(payload, false)?;
+        Ok(Self {
+            user: user(r.user)?,
+            room: optional_room(r.room)?,
+        })
+    }
+}
+
+/// `audit:list {before?, limit?}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditList {
+    pub before: Option<MessageId>,
+    pub limit: usize,
+}
+
+impl Decode for AuditList {
+    fn decode(payload: Value, limits: &Limits) -> Result<Self, ChatError> {
+        let r: RawAccess = raw(payload, true)?;
+        Ok(Self {
+            before: id(r.before, "before")?,
+            limit: validate::limit(
+                r.limit,
+                limits.history_page_default,
+                limits.history_page_max,
+            )?,
+        })
+    }
+}
+
+/// `announce {text}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announce {
+    pub text: String,
+}
+
+impl Decode for Announce {
+    fn decode(payload: Value, limits: &Limits) -> Result<Self, ChatError> {
+        let r: RawAccess = raw(payload, false)?;
+        let text = required(r.text, "text")?;
+        validate::text(&text, limits.max_text_chars)?;
+        Ok(Self { text })
+    }
+}
+
 // ---- server → client payloads ----
+
+/// Ack body of `room:create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomCreated {
+    pub room: String,
+    pub private: bool,
+    pub announce: bool,
+    pub owner: String,
+}
+
+/// Ack body of `room:invite`, `room:remove`, `mod:kick`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomMemberAck {
+    pub room: String,
+    pub user: String,
+}
+
+/// Ack body of `mod:mute` and `mod:ban` (`until` absent: until lifted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SanctionAck {
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+}
+
+/// Ack body of `mod:unban`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnbanAck {
+    pub user: String,
+    /// Whether a ban was in force.
+    pub lifted: bool,
+}
+
+/// `message:deleted {room, id}` pushed to the room; also the ack body of
+/// `message:delete`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageDeleted {
+    pub room: String,
+    pub id: MessageId,
+}
+
+/// `mod:action {action, room?, until?}` pushed to the target of a moderation
+/// action (before a kick or ban takes effect).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModAction {
+    pub action: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+}
+
+/// `room:invited {room, by, byId}` pushed to an invited user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoomInvited {
+    pub room: String,
+    pub by: String,
+    pub by_id: String,
+}
+
+/// `announcement {from, fromId, text, ts}` pushed to every socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Announcement {
+    pub from: String,
+    pub from_id: String,
+    pub text: String,
+    pub ts: u64,
+}
 
 /// `auth:expiring {expiresAt, inMs}`: the socket's token expires soon; send
 /// `auth:refresh {token}` before `expiresAt` or be disconnected then.
@@ -917,6 +1248,7 @@ mod tests {
             text: "<b>hi</b>".into(),
             ts: 10,
             client_id: None,
+            deleted: false,
         };
         assert_eq!(
             serde_json::to_value(&m).unwrap(),
@@ -927,6 +1259,11 @@ mod tests {
             ..m
         };
         assert_eq!(serde_json::to_value(&with).unwrap()["clientId"], "c");
+        let gone = serde_json::to_value(with.tombstone()).unwrap();
+        assert_eq!(
+            gone,
+            json!({"id": "10-2", "room": "general", "from": "alice", "fromId": "g_1", "text": "", "ts": 10, "deleted": true})
+        );
     }
 
     #[test]

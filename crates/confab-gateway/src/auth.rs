@@ -59,6 +59,8 @@ pub struct User {
     pub id: String,
     pub name: String,
     pub roles: Vec<String>,
+    /// Private rooms the token grants.
+    pub rooms: Vec<String>,
     /// Token expiry, ms since the epoch.
     pub expires_at: Option<u64>,
 }
@@ -153,6 +155,13 @@ impl Auth {
         self.config.expiry_warning
     }
 
+    /// The clock leeway of token checks: a socket is disconnected this long after
+    /// its token's `exp`, exactly when a handshake with that token starts being
+    /// refused.
+    pub fn leeway(&self) -> Duration {
+        Duration::from_secs(self.config.jwt.leeway_s)
+    }
+
     /// Re-read the key files (SIGHUP). On error the old keys stay.
     pub fn reload(&self) -> Result<(), AuthError> {
         match &self.verifier {
@@ -171,6 +180,7 @@ impl Auth {
                 id: name.clone(),
                 name,
                 roles: Vec::new(),
+                rooms: Vec::new(),
                 expires_at: None,
             });
         };
@@ -195,9 +205,10 @@ impl Auth {
     }
 
     fn verify(&self, verifier: &Verifier, token: &str) -> Result<User, ChatError> {
+        // The error already reads "invalid token: <why>".
         let id = verifier
             .verify(token)
-            .map_err(|e| unauthorized(format!("invalid token: {e}")))?;
+            .map_err(|e| unauthorized(e.to_string()))?;
         let user_id = validate::user_id(&id.id)
             .map_err(|e| unauthorized(format!("invalid token: sub: {}", e.message)))?;
         let name = validate::name(&id.name)
@@ -206,6 +217,7 @@ impl Auth {
             id: user_id,
             name,
             roles: id.roles,
+            rooms: id.rooms,
             expires_at: id.expires_at.map(|s| s.saturating_mul(1000)),
         })
     }
@@ -275,6 +287,7 @@ impl Auth {
             id,
             name,
             roles: Vec::new(),
+            rooms: Vec::new(),
             expires_at: None,
         };
         self.claim(presence, &user).await?;

@@ -146,6 +146,10 @@ pub async fn join_room(ctx: &Ctx, req: JoinRoom) -> Result<JoinAck, ChatError> {
             format!("room limit reached: at most {max} rooms per connection"),
         ));
     }
+    if !ctx.session.is_member(&req.room) {
+        let limits = crate::permissions::check_entry(ctx, &req.room).await?;
+        ctx.session.set_room_limits(&req.room, limits);
+    }
     let newly = enter_room(ctx, &req.room).await?;
     match finish_join(ctx, req, newly).await {
         Ok(ack) => Ok(ack),
@@ -237,12 +241,28 @@ pub async fn leave_room(ctx: &Ctx, req: LeaveRoom) -> Result<LeaveAck, ChatError
 
 pub async fn list_rooms(ctx: &Ctx, _: ListRooms) -> Result<RoomListAck, ChatError> {
     let sh = &ctx.shared;
-    let mut rooms = sh.presence.rooms(sh.config.limits.list_max).await?;
+    let max = sh.config.limits.list_max;
+    let rooms = sh.presence.rooms(max).await?;
+    // Private rooms are listed to those who may see them, and no one else.
+    let names: Vec<String> = rooms.iter().map(|r| r.room.clone()).collect();
+    let metas = sh.access.room_metas(&names).await?;
+    let mut visible = Vec::with_capacity(rooms.len());
+    for (entry, meta) in rooms.into_iter().zip(metas) {
+        if crate::permissions::may_see(ctx, &entry.room, meta.as_ref()).await? {
+            visible.push(entry);
+        }
+    }
+    let mut rooms = visible;
+    let own = sh.access.member_rooms(ctx.session.id(), max).await?;
     let missing: Vec<String> = ctx
         .session
         .rooms()
         .into_iter()
+        .chain(own)
+        .chain(ctx.session.granted_rooms.iter().cloned())
         .filter(|r| !rooms.iter().any(|e| &e.room == r))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect();
     if !missing.is_empty() {
         let sizes = sh.presence.room_sizes(&missing).await?;
@@ -264,6 +284,7 @@ fn admit(ctx: &Ctx) -> Result<(), ChatError> {
 
 pub async fn send_message(ctx: &Ctx, req: SendMessage) -> Result<SentAck<Message>, ChatError> {
     require_member(ctx, &req.room)?;
+    crate::permissions::check_post(&ctx.session, &req.room, crate::auth::now_ms())?;
     admit(ctx)?;
     let room = req.room.clone();
     let message = ctx
@@ -367,7 +388,13 @@ pub async fn list_users(ctx: &Ctx, req: ListUsers) -> Result<UsersAck, ChatError
     let sh = &ctx.shared;
     let limit = sh.config.limits.list_max;
     let (users, total) = match &req.room {
-        Some(room) => sh.presence.room_members(room, limit).await?,
+        Some(room) => {
+            let meta = crate::permissions::meta(ctx, room).await?;
+            if !crate::permissions::may_see(ctx, room, meta.as_ref()).await? {
+                return Err(crate::permissions::cannot_enter(room));
+            }
+            sh.presence.room_members(room, limit).await?
+        }
         None => sh.presence.online_users(limit).await?,
     };
     Ok(UsersAck { users, total })
@@ -390,17 +417,25 @@ pub async fn open_session(ctx: &Ctx) -> Result<(), ChatError> {
             socket: ctx.socket.clone(),
         },
     );
+    fanout(
+        sh,
+        Command::Enter {
+            key: crate::groups::ALL.to_owned(),
+            socket: ctx.socket.clone(),
+        },
+    );
     let general = confab_core::validate::DEFAULT_ROOM;
+    // A user banned from the default room connects without it.
+    match crate::permissions::check_entry(ctx, general).await {
+        Ok(limits) => ctx.session.set_room_limits(general, limits),
+        Err(e) if e.code == ErrorCode::Forbidden => return Ok(()),
+        Err(e) => {
+            undo_open(ctx).await;
+            return Err(e);
+        }
+    }
     if let Err(e) = enter_room(ctx, general).await {
-        fanout(
-            sh,
-            Command::Leave {
-                key: user_key(name),
-                socket: ctx.socket.clone(),
-            },
-        );
-        sh.subs.release(Topic::User(name.clone())).await;
-        let _ = sh.presence.disconnect(name).await;
+        undo_open(ctx).await;
         return Err(e);
     }
     // No history is promised with the automatic join: the socket can join the
@@ -415,8 +450,26 @@ pub async fn open_session(ctx: &Ctx) -> Result<(), ChatError> {
     Ok(())
 }
 
+/// Undo the first steps of `open_session` (it failed).
+async fn undo_open(ctx: &Ctx) {
+    let sh = &ctx.shared;
+    let id = ctx.session.id();
+    for key in [user_key(id), crate::groups::ALL.to_owned()] {
+        fanout(
+            sh,
+            Command::Leave {
+                key,
+                socket: ctx.socket.clone(),
+            },
+        );
+    }
+    sh.subs.release(Topic::User(id.to_owned())).await;
+    let _ = sh.presence.disconnect(id).await;
+}
+
 /// Undo everything a session holds (disconnect).
-pub async fn close_session(shared: &Arc<Shared>, session: &Session, socket: &Socket) {
+pub async fn close_session(shared: &Arc<Shared>, session: &Arc<Session>, socket: &Socket) {
+    shared.unregister(session);
     for room in session.take_rooms() {
         exit_room(shared, session, socket, &room).await;
     }

@@ -15,7 +15,10 @@ use crate::metrics as m;
 use crate::overload::DispatchLag;
 use crate::presence::Coalescer;
 use confab_backend::{BusEvent, EventReceiver, Signal, UserSignal};
-use confab_core::protocol::{push, DmReadPush, PresencePush, TypingPush};
+use confab_core::protocol::{
+    push, Announcement, DmReadPush, MessageDeleted, ModAction, PresencePush, RoomInvited,
+    TypingPush,
+};
 use confab_core::MessageId;
 use confab_sio::{Frame, Socket};
 use std::collections::HashMap;
@@ -42,6 +45,16 @@ pub enum Command {
     Leave { key: String, socket: Socket },
 }
 
+/// A moderation action this gateway must carry out on its sockets of `user`
+/// (after the dispatcher pushed `mod:action` to them).
+#[derive(Debug, Clone)]
+pub struct Enforce {
+    pub user: String,
+    pub action: String,
+    pub room: Option<String>,
+    pub until: Option<u64>,
+}
+
 pub type CommandSender = mpsc::UnboundedSender<Command>;
 pub type CommandReceiver = mpsc::UnboundedReceiver<Command>;
 
@@ -54,6 +67,8 @@ pub struct Dispatcher {
     pub presence_interval: Duration,
     pub presence_names_max: usize,
     pub shutdown: CancellationToken,
+    /// Where moderation actions go to be carried out on sessions.
+    pub enforce: mpsc::UnboundedSender<Enforce>,
 }
 
 /// The dispatcher's own state.
@@ -85,7 +100,7 @@ impl Dispatcher {
                 e = self.events.recv_stamped() => match e {
                     Some((queued, e)) => {
                         self.lag.record(queued, self.events.is_empty());
-                        fan.deliver(&self.coalescer, e);
+                        fan.deliver(&self.coalescer, &self.enforce, e);
                     }
                     None => break,
                 },
@@ -118,7 +133,12 @@ impl Fanout {
         }
     }
 
-    fn deliver(&mut self, coalescer: &Coalescer, event: BusEvent) {
+    fn deliver(
+        &mut self,
+        coalescer: &Coalescer,
+        enforce: &mpsc::UnboundedSender<Enforce>,
+        event: BusEvent,
+    ) {
         match event {
             BusEvent::Message(msg) => {
                 m::fanout("message");
@@ -181,6 +201,70 @@ impl Fanout {
                 room,
                 signal: Signal::Presence { joined, left },
             } => coalescer.add(&room, &joined, &left),
+            BusEvent::Signal {
+                room,
+                signal: Signal::Deleted { id },
+            } => {
+                m::fanout("deleted");
+                let key = room_key(&room);
+                if let Some(frame) = encode(push::MESSAGE_DELETED, &MessageDeleted { room, id }) {
+                    self.send(&key, &frame, |_| false);
+                }
+            }
+            BusEvent::Signal {
+                signal: Signal::Announcement { from, text, ts },
+                ..
+            } => {
+                m::fanout("announcement");
+                let p = Announcement {
+                    from: from.name,
+                    from_id: from.id,
+                    text,
+                    ts,
+                };
+                if let Some(frame) = encode(push::ANNOUNCEMENT, &p) {
+                    self.send(crate::groups::ALL, &frame, |_| false);
+                }
+            }
+            BusEvent::UserSignal {
+                user,
+                signal:
+                    UserSignal::Moderation {
+                        action,
+                        room,
+                        until,
+                    },
+            } => {
+                // Told first, then enforced (the push is queued before any
+                // disconnect or room exit the enforcer causes).
+                let p = ModAction {
+                    action: action.clone(),
+                    room: room.clone(),
+                    until,
+                };
+                if let Some(frame) = encode(push::MOD_ACTION, &p) {
+                    self.send(&user_key(&user), &frame, |_| false);
+                }
+                let _ = enforce.send(Enforce {
+                    user,
+                    action,
+                    room,
+                    until,
+                });
+            }
+            BusEvent::UserSignal {
+                user,
+                signal: UserSignal::Invited { room, by },
+            } => {
+                let p = RoomInvited {
+                    room,
+                    by: by.name,
+                    by_id: by.id,
+                };
+                if let Some(frame) = encode(push::ROOM_INVITED, &p) {
+                    self.send(&user_key(&user), &frame, |_| false);
+                }
+            }
         }
     }
 

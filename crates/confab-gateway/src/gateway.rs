@@ -13,7 +13,7 @@ use crate::state::Shared;
 use crate::subscriptions::Subscriptions;
 use crate::{dispatch, http, socket};
 use axum::serve::ListenerExt;
-use confab_backend::{Broker, EventReceiver, Presence};
+use confab_backend::{Access, Broker, EventReceiver, Presence};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,6 +48,7 @@ impl Gateway {
         auth: Arc<crate::auth::Auth>,
         broker: Arc<dyn Broker>,
         presence: Arc<dyn Presence>,
+        access: Arc<dyn Access>,
         events: EventReceiver,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
@@ -68,6 +69,8 @@ impl Gateway {
             auth,
             broker,
             presence,
+            access,
+            local: Default::default(),
             shutdown: CancellationToken::new(),
             metrics,
             dispatch_lag: Default::default(),
@@ -115,18 +118,49 @@ impl Gateway {
             commands,
         } = self;
         let token = shared.shutdown.clone();
-        let mut tasks = vec![tokio::spawn(
-            dispatch::Dispatcher {
-                events,
-                commands,
-                coalescer: Coalescer::default(),
-                lag: shared.dispatch_lag.clone(),
-                presence_interval: shared.config.presence_interval,
-                presence_names_max: shared.config.limits.presence_names_max,
-                shutdown: token.clone(),
-            }
-            .run(),
-        )];
+        // Moderation actions, carried out on this gateway's sessions.
+        let (enforce, mut enforcements) = tokio::sync::mpsc::unbounded_channel();
+        let enforcer = {
+            let shared = shared.clone();
+            let t = token.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        e = enforcements.recv() => match e {
+                            Some(e) => crate::moderation::enforce(&shared, e),
+                            None => break,
+                        },
+                        _ = t.cancelled() => break,
+                    }
+                }
+            })
+        };
+        // Every gateway hears server-wide announcements.
+        if let Err(e) = shared
+            .subs
+            .acquire(confab_backend::Topic::Room(
+                confab_backend::ANNOUNCE_TOPIC.to_owned(),
+            ))
+            .await
+        {
+            tracing::warn!("announcements will not reach this gateway: {e}");
+        }
+        let mut tasks = vec![
+            enforcer,
+            tokio::spawn(
+                dispatch::Dispatcher {
+                    events,
+                    commands,
+                    coalescer: Coalescer::default(),
+                    lag: shared.dispatch_lag.clone(),
+                    presence_interval: shared.config.presence_interval,
+                    presence_names_max: shared.config.limits.presence_names_max,
+                    shutdown: token.clone(),
+                    enforce,
+                }
+                .run(),
+            ),
+        ];
         if let Some(h) = shared.metrics.clone() {
             let (t, sh) = (token.clone(), shared.clone());
             metrics::gauge!(crate::metrics::DISPATCH_LAG).set(0.0);

@@ -1,11 +1,14 @@
-//! This gateway's local fan-out groups: the sockets in a room (`r:<room>`) and the
-//! sockets of a user (`u:<name>`). Owned by the dispatcher task alone (no lock). A
+//! This gateway's local fan-out groups: the sockets in a room (`r:<room>`), the
+//! sockets of a user (`u:<id>`) and every socket ([`ALL`], for announcements). Owned by the dispatcher task alone (no lock). A
 //! frame sent to a group is encoded once by the caller and handed to every member;
 //! the members whose queue refused it are returned, exactly, so the caller can cut
 //! them.
 
 use confab_sio::{Frame, SendError, Socket};
 use std::collections::HashMap;
+
+/// The group of every socket of the gateway (server-wide announcements).
+pub const ALL: &str = "*";
 
 /// The group of a chat room.
 pub fn room_key(room: &str) -> String {

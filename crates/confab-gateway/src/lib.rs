@@ -7,7 +7,9 @@
 //! local fan-out [`groups`], receives the backend's events and queues each, encoded
 //! once, on the local sockets concerned; [`overload`] refuses new messages while the
 //! dispatcher is too far behind. [`auth`] turns a handshake credential into a
-//! checked identity (user id + display name). [`state`] is what the chat operations share,
+//! checked identity (user id + display name); [`permissions`] decides who may
+//! enter, read, post in and moderate a room, and [`moderation`] holds the room
+//! ownership and moderation tools. [`state`] is what the chat operations share,
 //! [`http`] serves the UI, `/healthz`, `/readyz` and `/metrics`, and [`gateway`] (the
 //! composition root, imported by nothing else) wires it together and owns the one
 //! shutdown mechanism.
@@ -20,7 +22,9 @@ pub mod gateway;
 pub mod groups;
 pub mod http;
 pub mod metrics;
+pub mod moderation;
 pub mod overload;
+pub mod permissions;
 pub mod presence;
 pub mod ratelimit;
 pub mod reply;

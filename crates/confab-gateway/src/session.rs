@@ -22,8 +22,12 @@ pub struct Session {
     /// Who the socket is: the user id (the identity everything is keyed by) and
     /// the display name, both checked at the handshake.
     pub user: UserRef,
-    /// Roles of the identity (`admin`, `moderator`).
+    /// Roles of the identity (`admin`, `moderator`): the token's and the backend's.
     pub roles: Vec<String>,
+    /// Private rooms the token grants (`rooms` claim).
+    pub granted_rooms: Vec<String>,
+    /// Per joined room: what this user may not do there (read-only room, mute).
+    limits: Mutex<HashMap<String, RoomLimits>>,
     /// When the identity's token expires (ms since the epoch); moved by
     /// `auth:refresh`.
     expires_at: Mutex<Option<u64>>,
@@ -40,10 +44,29 @@ pub struct Session {
     tasks: TaskTracker,
 }
 
+/// Restrictions of one user in one room, loaded at join and updated by
+/// moderation signals, so that sending checks no backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// An announcement room this user may not post in.
+    pub read_only: bool,
+    /// Muted until (ms since the epoch).
+    pub muted_until: Option<u64>,
+}
+
 #[derive(Default)]
 struct Inbox {
     jobs: VecDeque<BoxFuture<'static, ()>>,
     draining: bool,
+}
+
+/// What is queued: a client request (bounded), the server's own work (not
+/// bounded), or the clean-up (last: drops what is still queued).
+#[derive(Clone, Copy)]
+enum Job {
+    Request,
+    Internal,
+    Cleanup,
 }
 
 /// Why a request was not queued.
@@ -55,9 +78,11 @@ pub enum Rejected {
 }
 
 impl Session {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         user: UserRef,
         roles: Vec<String>,
+        granted_rooms: Vec<String>,
         expires_at: Option<u64>,
         rate: f64,
         burst: f64,
@@ -67,6 +92,8 @@ impl Session {
         Arc::new(Self {
             user,
             roles,
+            granted_rooms,
+            limits: Mutex::new(HashMap::new()),
             expires_at: Mutex::new(expires_at),
             gone: CancellationToken::new(),
             rooms: Mutex::new(BTreeSet::new()),
@@ -102,6 +129,28 @@ impl Session {
         &self.gone
     }
 
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// Admins and moderators moderate every room.
+    pub fn is_moderator(&self) -> bool {
+        self.has_role("admin") || self.has_role("moderator")
+    }
+
+    pub fn room_limits(&self, room: &str) -> RoomLimits {
+        self.limits.lock().get(room).copied().unwrap_or_default()
+    }
+
+    pub fn set_room_limits(&self, room: &str, limits: RoomLimits) {
+        let mut l = self.limits.lock();
+        if limits == RoomLimits::default() {
+            l.remove(room);
+        } else {
+            l.insert(room.to_owned(), limits);
+        }
+    }
+
     pub fn is_member(&self, room: &str) -> bool {
         self.rooms.lock().contains(room)
     }
@@ -121,6 +170,7 @@ impl Session {
 
     /// Forget membership; false if it was not there.
     pub fn remove_room(&self, room: &str) -> bool {
+        self.limits.lock().remove(room);
         self.rooms.lock().remove(room)
     }
 
@@ -143,7 +193,16 @@ impl Session {
         if !self.limiter.lock().try_take(Instant::now()) {
             return Err(Rejected::RateLimited);
         }
-        self.push(job, false)
+        self.push(job, Job::Request)
+    }
+
+    /// Queue work of the server's own (moderation) behind the socket's requests:
+    /// neither rate limited nor bounded (it is rare and comes from moderators).
+    /// Dropped if the session is closed.
+    pub fn enqueue(self: &Arc<Self>, job: BoxFuture<'static, ()>) {
+        if !self.is_closed() {
+            let _ = self.push(job, Job::Internal);
+        }
     }
 
     /// Queue the disconnect clean-up: it runs after the request in flight, and every
@@ -152,16 +211,16 @@ impl Session {
     pub fn close(self: &Arc<Self>, cleanup: BoxFuture<'static, ()>) {
         if !self.closed.swap(true, Ordering::AcqRel) {
             self.gone.cancel();
-            let _ = self.push(cleanup, true);
+            let _ = self.push(cleanup, Job::Cleanup);
         }
     }
 
-    fn push(self: &Arc<Self>, job: BoxFuture<'static, ()>, last: bool) -> Result<(), Rejected> {
+    fn push(self: &Arc<Self>, job: BoxFuture<'static, ()>, kind: Job) -> Result<(), Rejected> {
         let mut inbox = self.inbox.lock();
-        if last {
-            inbox.jobs.clear();
-        } else if inbox.jobs.len() >= self.max_queued {
-            return Err(Rejected::QueueFull);
+        match kind {
+            Job::Cleanup => inbox.jobs.clear(),
+            Job::Request if inbox.jobs.len() >= self.max_queued => return Err(Rejected::QueueFull),
+            Job::Request | Job::Internal => {}
         }
         inbox.jobs.push_back(job);
         if !inbox.draining {
@@ -206,6 +265,7 @@ mod tests {
         let s = Session::new(
             user("a"),
             vec![],
+            vec![],
             None,
             1000.0,
             1000.0,
@@ -239,6 +299,7 @@ mod tests {
     async fn close_runs_cleanup_after_the_job_in_flight_and_drops_the_rest() {
         let s = Session::new(
             user("a"),
+            vec![],
             vec![],
             None,
             1000.0,
@@ -280,13 +341,23 @@ mod tests {
 
     #[tokio::test]
     async fn queue_and_rate_limits() {
-        let s = Session::new(user("a"), vec![], None, 0.0, 3.0, 100, TaskTracker::new());
+        let s = Session::new(
+            user("a"),
+            vec![],
+            vec![],
+            None,
+            0.0,
+            3.0,
+            100,
+            TaskTracker::new(),
+        );
         for _ in 0..3 {
             s.submit(Box::pin(async {})).unwrap();
         }
         assert_eq!(s.submit(Box::pin(async {})), Err(Rejected::RateLimited));
         let q = Session::new(
             user("b"),
+            vec![],
             vec![],
             None,
             1000.0,

@@ -9,9 +9,12 @@
 
 use crate::chat::{self, Ctx};
 use crate::metrics as m;
+use crate::moderation;
+use crate::permissions::until_text;
 use crate::reply;
 use crate::session::{Rejected, Session};
 use crate::state::Shared;
+use confab_backend::SanctionKind;
 use confab_core::protocol::{
     self, push, AuthExpiring, AuthRefresh, AuthRefreshAck, Request, RequestKind,
     Session as SessionPush, SessionUser,
@@ -76,11 +79,12 @@ impl SocketHandler for Ctx {
             if socket.emit(push::SESSION, &payload).is_err() {
                 m::send_failed("session");
             }
+            // After `session`, so a client that starts afresh on `session` sees
+            // the warning.
+            if ctx.session.expires_at().is_some() {
+                watch_expiry(ctx).await;
+            }
         });
-        if self.session.expires_at().is_some() {
-            let ctx = self.clone();
-            self.shared.tasks.spawn(watch_expiry(ctx));
-        }
     }
 
     fn event(&self, _socket: &Socket, ev: Event) {
@@ -108,10 +112,25 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
         Ok(u) => u,
         Err(e) => return refuse(e),
     };
+    let access = &shared.access;
+    if let Some(until) = access.sanction(SanctionKind::Ban, &user.id, None).await? {
+        refuse(ChatError::new(
+            ErrorCode::Forbidden,
+            format!("you are banned from this server {}", until_text(until)),
+        ))?;
+    }
+    // Roles: the token's, and those granted in the backend (`confab role`).
+    let mut roles = user.roles.clone();
+    for r in access.roles(&user.id).await? {
+        if !roles.contains(&r) {
+            roles.push(r);
+        }
+    }
     let cfg = &shared.config;
     let session = Session::new(
         user.user_ref(),
-        user.roles,
+        roles,
+        user.rooms,
         user.expires_at,
         cfg.rate_per_sec,
         cfg.rate_burst,
@@ -126,6 +145,7 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
     if let Err(e) = chat::open_session(&ctx).await {
         refuse(e)?;
     }
+    shared.register(&ctx.session, &ctx.socket);
     shared
         .sessions
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -146,13 +166,16 @@ fn refresh(ctx: &Ctx, req: AuthRefresh) -> Result<AuthRefreshAck, ChatError> {
 /// it at expiry unless `auth:refresh` moved the expiry first.
 async fn watch_expiry(ctx: Ctx) {
     let warning = ctx.shared.auth.expiry_warning().as_millis() as u64;
+    let leeway = ctx.shared.auth.leeway().as_millis() as u64;
     let mut warned_for = None;
     loop {
         let Some(exp) = ctx.session.expires_at() else {
             return;
         };
         let now = crate::auth::now_ms();
-        if now >= exp {
+        // The same rule as the handshake's: valid up to `exp` + leeway.
+        let end = exp.saturating_add(leeway);
+        if now >= end {
             tracing::debug!(sid = %ctx.socket.id(), user = %ctx.session.id(), "token expired");
             m::refused(ErrorCode::Unauthorized);
             ctx.socket.disconnect();
@@ -166,13 +189,13 @@ async fn watch_expiry(ctx: Ctx) {
                 warned_for = Some(exp);
                 let p = AuthExpiring {
                     expires_at: exp,
-                    in_ms: exp - now,
+                    in_ms: exp.saturating_sub(now),
                 };
                 if ctx.socket.emit(push::AUTH_EXPIRING, &p).is_err() {
                     m::send_failed("auth:expiring");
                 }
             }
-            exp
+            end
         };
         let sleep = std::time::Duration::from_millis(wake - now);
         tokio::select! {
@@ -271,6 +294,16 @@ async fn handle(ctx: Ctx, kind: RequestKind, ack: Option<u64>, data: Value) {
         Request::UsersList(r) => reply::send(s, ack, event, chat::list_users(c, r).await),
         Request::DmRead(r) => reply::send(s, ack, event, chat::dm_read(c, r).await),
         Request::AuthRefresh(r) => reply::send(s, ack, event, refresh(c, r)),
+        Request::RoomCreate(r) => reply::send(s, ack, event, moderation::create_room(c, r).await),
+        Request::RoomInvite(r) => reply::send(s, ack, event, moderation::invite(c, r).await),
+        Request::RoomRemove(r) => reply::send(s, ack, event, moderation::remove(c, r).await),
+        Request::MessageDelete(r) => reply::send(s, ack, event, moderation::delete(c, r).await),
+        Request::ModMute(r) => reply::send(s, ack, event, moderation::mute(c, r).await),
+        Request::ModKick(r) => reply::send(s, ack, event, moderation::kick(c, r).await),
+        Request::ModBan(r) => reply::send(s, ack, event, moderation::ban(c, r).await),
+        Request::ModUnban(r) => reply::send(s, ack, event, moderation::unban(c, r).await),
+        Request::AuditList(r) => reply::send(s, ack, event, moderation::audit_list(c, r).await),
+        Request::Announce(r) => reply::send(s, ack, event, moderation::announce(c, r).await),
     }
     metrics::histogram!(m::EVENT_SECONDS, "event" => event).record(started.elapsed().as_secs_f64());
 }

@@ -5,12 +5,18 @@
 
 use crate::config::GatewayConfig;
 use crate::dispatch;
+use crate::session::Session;
 use crate::subscriptions::Subscriptions;
-use confab_backend::{Broker, Presence};
+use confab_backend::{Access, Broker, Presence};
+use confab_sio::Socket;
 use metrics_exporter_prometheus::PrometheusHandle;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+/// A session of this gateway and its socket.
+pub type LocalSession = (Arc<Session>, Socket);
 
 /// State shared by every handler and task of a gateway.
 pub struct Shared {
@@ -19,6 +25,11 @@ pub struct Shared {
     pub auth: std::sync::Arc<crate::auth::Auth>,
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn Presence>,
+    /// Room metadata, roles, sanctions, audit log.
+    pub access: Arc<dyn Access>,
+    /// This gateway's sessions by user id (moderation acts on them). An entry is
+    /// removed by the session's clean-up.
+    pub local: parking_lot::Mutex<HashMap<String, Vec<LocalSession>>>,
     pub subs: Subscriptions,
     pub shutdown: CancellationToken,
     pub metrics: Option<PrometheusHandle>,
@@ -36,5 +47,30 @@ pub struct Shared {
 impl Shared {
     pub fn open_sessions(&self) -> usize {
         self.sessions.load(Ordering::Relaxed)
+    }
+
+    /// Remember a session of this gateway.
+    pub fn register(&self, session: &Arc<Session>, socket: &Socket) {
+        self.local
+            .lock()
+            .entry(session.user.id.clone())
+            .or_default()
+            .push((session.clone(), socket.clone()));
+    }
+
+    /// Forget a session (its clean-up).
+    pub fn unregister(&self, session: &Arc<Session>) {
+        let mut local = self.local.lock();
+        if let Some(v) = local.get_mut(&session.user.id) {
+            v.retain(|(s, _)| !Arc::ptr_eq(s, session));
+            if v.is_empty() {
+                local.remove(&session.user.id);
+            }
+        }
+    }
+
+    /// This gateway's sessions of `user`.
+    pub fn sessions_of(&self, user: &str) -> Vec<LocalSession> {
+        self.local.lock().get(user).cloned().unwrap_or_default()
     }
 }

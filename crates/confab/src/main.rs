@@ -245,7 +245,7 @@ impl ServeArgs {
                 jwks_file: self.jwt_jwks_file.clone(),
                 issuer: self.jwt_issuer.clone(),
                 audience: self.jwt_audience.clone(),
-                leeway_s: 30,
+                leeway_s: 5,
             },
             name_hold: self.name_hold,
             guest_ttl: self.guest_ttl,
@@ -435,7 +435,15 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             let (node, events) = hub.node();
             tracing::info!("backend: embedded (in-memory)");
             let auth = make_auth(&args, node.as_ref()).await?;
-            let gw = Gateway::new(config, auth, node.clone(), node, events, Some(metrics));
+            let gw = Gateway::new(
+                config,
+                auth,
+                node.clone(),
+                node.clone(),
+                node,
+                events,
+                Some(metrics),
+            );
             (gw, None)
         }
         Some(url) => {
@@ -459,6 +467,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             let gw = Gateway::new(
                 config,
                 auth,
+                node.clone(),
                 node.clone(),
                 node.clone(),
                 events,

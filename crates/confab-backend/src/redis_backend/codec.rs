@@ -40,6 +40,7 @@ impl StoredMessage {
             text: self.text,
             ts: id.ms,
             client_id: self.client_id,
+            deleted: false,
         }
     }
 }
@@ -83,6 +84,13 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, BackendEr
     rmp_serde::from_slice(b).map_err(|e| BackendError::Internal(format!("decode: {e}")))
 }
 
+/// The frame of a user signal (`U` + msgpack).
+pub(crate) fn user_signal_frame(signal: &crate::UserSignal) -> Result<Vec<u8>, BackendError> {
+    let mut out = vec![b'U'];
+    out.extend(encode(signal)?);
+    Ok(out)
+}
+
 /// The frame of a signal.
 pub(crate) fn signal_frame(signal: &Signal) -> Result<Vec<u8>, BackendError> {
     let mut out = vec![b'S'];
@@ -109,6 +117,10 @@ pub(crate) fn decode_frame(topic: &Topic, payload: &[u8]) -> Result<BusEvent, Ba
             let (id, body) = split_id(rest).ok_or_else(|| bad("id"))?;
             Ok(BusEvent::Dm(decode::<StoredDm>(body)?.into_dm(id)))
         }
+        (b'U', Topic::User(user)) => Ok(BusEvent::UserSignal {
+            user: user.clone(),
+            signal: decode(rest)?,
+        }),
         (b'R', Topic::User(user)) => {
             let sp = rest
                 .iter()
@@ -324,6 +336,7 @@ mod tests {
                 text: "hi".into(),
                 ts: 12,
                 client_id: None,
+                deleted: false,
             })
         );
         let sig = Signal::Typing {

@@ -70,6 +70,42 @@ impl Keys {
         format!("{}:name:{{{key}}}", self.prefix)
     }
 
+    /// Hash of a room's deleted message ids (tombstones): `confab:room:{<room>}:deleted`.
+    pub(crate) fn room_deleted(&self, room: &str) -> String {
+        format!("{}:room:{{{room}}}:deleted", self.prefix)
+    }
+
+    /// Hash room → msgpack [`crate::RoomMeta`] of created rooms: `confab:roommeta`.
+    pub(crate) fn room_meta(&self) -> String {
+        format!("{}:roommeta", self.prefix)
+    }
+
+    /// Set of a created room's member ids: `confab:roommembers:{<room>}`.
+    pub(crate) fn room_members(&self, room: &str) -> String {
+        format!("{}:roommembers:{{{room}}}", self.prefix)
+    }
+
+    /// Set of the created rooms a user is a member of: `confab:userrooms:{<user>}`.
+    pub(crate) fn user_rooms(&self, user: &str) -> String {
+        format!("{}:userrooms:{{{user}}}", self.prefix)
+    }
+
+    /// Set of the roles granted to a user in the backend: `confab:roles:{<user>}`.
+    pub(crate) fn roles(&self, user: &str) -> String {
+        format!("{}:roles:{{{user}}}", self.prefix)
+    }
+
+    /// Hash `<kind>:<room or *>` → until (ms) of a user's sanctions:
+    /// `confab:sanctions:{<user>}`.
+    pub(crate) fn sanctions(&self, user: &str) -> String {
+        format!("{}:sanctions:{{{user}}}", self.prefix)
+    }
+
+    /// Stream of the moderation audit log: `confab:audit`.
+    pub(crate) fn audit(&self) -> String {
+        format!("{}:audit", self.prefix)
+    }
+
     /// A cluster-wide secret: `confab:secret:<name>`.
     pub(crate) fn secret(&self, name: &str) -> String {
         format!("{}:secret:{name}", self.prefix)

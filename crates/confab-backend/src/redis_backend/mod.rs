@@ -20,6 +20,7 @@
 //! Every command is bounded by [`RedisConfig::command_timeout`] and fails with
 //! [`BackendError::Unavailable`] when Redis is down or slow; nothing hangs.
 
+mod access;
 mod codec;
 mod gateway;
 mod keys;
@@ -28,7 +29,7 @@ mod subscriber;
 
 use crate::{
     BackendError, Broker, EventReceiver, HistoryPage, HistoryQuery, NewDm, NewMessage, Presence,
-    Signal, Topic,
+    Signal, Topic, UserSignal,
 };
 use async_trait::async_trait;
 use codec::{as_array, as_i64, as_id, as_string, encode, entries, pool_err, redis_err, Entry};
@@ -358,6 +359,19 @@ impl Shared {
         Ok(n.max(0) as u64)
     }
 
+    /// Which of `ids` are tombstoned in `room` (one HMGET).
+    async fn tombstoned(&self, room: &str, ids: &[MessageId]) -> Result<Vec<bool>, BackendError> {
+        let fields: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+        let v: Vec<Option<String>> = self
+            .query(
+                redis::cmd("HMGET")
+                    .arg(self.keys.room_deleted(room))
+                    .arg(&fields),
+            )
+            .await?;
+        Ok(v.into_iter().map(|x| x.is_some()).collect())
+    }
+
     async fn presence_read(
         &self,
         hash: &str,
@@ -393,6 +407,19 @@ impl Shared {
             });
         }
         Ok((users, total.max(0) as u64))
+    }
+}
+
+fn empty_message() -> Message {
+    Message {
+        id: MessageId::ZERO,
+        room: String::new(),
+        from: String::new(),
+        from_id: String::new(),
+        text: String::new(),
+        ts: 0,
+        client_id: None,
+        deleted: false,
     }
 }
 
@@ -620,6 +647,62 @@ impl Broker for RedisNode {
         self.shared.publish_signal(room, &signal).await
     }
 
+    async fn publish_user_signal(
+        &self,
+        user: &str,
+        signal: UserSignal,
+    ) -> Result<(), BackendError> {
+        let s = &self.shared;
+        let frame = codec::user_signal_frame(&signal)?;
+        let _: i64 = s
+            .query(
+                redis::cmd("PUBLISH")
+                    .arg(s.keys.user_channel(user))
+                    .arg(frame),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn room_message(
+        &self,
+        room: &str,
+        id: MessageId,
+    ) -> Result<Option<Message>, BackendError> {
+        let s = &self.shared;
+        let v: Value = s
+            .query(
+                redis::cmd("XRANGE")
+                    .arg(s.keys.room_log(room))
+                    .arg(id.to_string())
+                    .arg(id.to_string())
+                    .arg("COUNT")
+                    .arg(1),
+            )
+            .await?;
+        let Some((id, body)) = entries(v)?.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut msg = codec::decode::<codec::StoredMessage>(&body)?.into_message(room, id);
+        if s.tombstoned(room, &[id]).await?[0] {
+            msg = msg.tombstone();
+        }
+        Ok(Some(msg))
+    }
+
+    async fn delete_message(&self, room: &str, id: MessageId) -> Result<bool, BackendError> {
+        let s = &self.shared;
+        let frame = codec::signal_frame(&Signal::Deleted { id })?;
+        let mut inv = scripts::DELETE_MESSAGE.prepare_invoke();
+        inv.key(s.keys.room_log(room))
+            .key(s.keys.room_deleted(room))
+            .arg(id.to_string())
+            .arg(s.keys.room_channel(room))
+            .arg(frame);
+        let n: i64 = s.invoke(&inv).await?;
+        Ok(n == 1)
+    }
+
     async fn subscribe(&self, topic: &Topic) -> Result<(), BackendError> {
         self.shared.subscribe(topic).await
     }
@@ -637,9 +720,19 @@ impl Broker for RedisNode {
             .shared
             .read_page(&self.shared.keys.room_log(room), query)
             .await?;
-        decode_page(page, |id, body| {
+        let mut page = decode_page(page, |id, body| {
             Ok(codec::decode::<codec::StoredMessage>(body)?.into_message(room, id))
-        })
+        })?;
+        if !page.items.is_empty() {
+            let ids: Vec<MessageId> = page.items.iter().map(|m| m.id).collect();
+            let dead = self.shared.tombstoned(room, &ids).await?;
+            for (m, dead) in page.items.iter_mut().zip(dead) {
+                if dead {
+                    *m = std::mem::replace(m, empty_message()).tombstone();
+                }
+            }
+        }
+        Ok(page)
     }
 
     async fn dm_history(

@@ -285,3 +285,36 @@ return n
 "#,
     )
 });
+
+/// Tombstone a room message: mark its id deleted and publish the signal frame.
+///
+/// `KEYS[1]` room stream, `KEYS[2]` the room's deleted-ids hash. `ARGV[1]` message
+/// id, `ARGV[2]` room channel, `ARGV[3]` the `Signal::Deleted` frame. Returns 1, or 0
+/// when the stream does not hold the id (nothing published).
+pub(crate) static DELETE_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1], 'COUNT', 1)
+if #e == 0 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], 1)
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"#,
+    )
+});
+
+/// Create a room: its metadata (unless it exists) and its owner as member.
+///
+/// `KEYS[1]` room-meta hash, `KEYS[2]` the room's members set, `KEYS[3]` the owner's
+/// rooms set. `ARGV[1]` room, `ARGV[2]` msgpack meta, `ARGV[3]` owner. Returns 1 if
+/// created, 0 if the room already existed.
+pub(crate) static CREATE_ROOM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+"#,
+    )
+});

@@ -399,6 +399,7 @@ mod tests {
             text: "t".into(),
             ts: ms,
             client_id: None,
+            deleted: false,
         })
     }
 

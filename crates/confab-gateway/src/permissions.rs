@@ -1,0 +1,102 @@
+//! Who may enter, read and post in a room, and who may moderate it: the rules in
+//! one place, read from the backend's [`Access`](confab_backend::Access) data.
+//!
+//! Refusals about a room never tell a non-member anything about it: entering a
+//! private room one may not enter reads exactly like entering a room one is
+//! banned from.
+
+use crate::chat::Ctx;
+use crate::session::{RoomLimits, Session};
+use confab_backend::{RoomMeta, SanctionKind, FOREVER};
+use confab_core::{ChatError, ErrorCode};
+
+/// The one refusal for entering a room (private without membership, or banned).
+pub fn cannot_enter(room: &str) -> ChatError {
+    ChatError::new(
+        ErrorCode::Forbidden,
+        format!("you cannot join room `{room}`"),
+    )
+}
+
+/// "until lifted" or the time, for messages.
+pub fn until_text(until: u64) -> String {
+    if until == FOREVER {
+        "until lifted".to_owned()
+    } else {
+        format!("until {until} (ms since the epoch)")
+    }
+}
+
+/// Whether the session may see a room with this metadata at all (private rooms:
+/// members, holders of a token granting it, admins and moderators).
+pub async fn may_see(ctx: &Ctx, room: &str, meta: Option<&RoomMeta>) -> Result<bool, ChatError> {
+    let Some(meta) = meta.filter(|m| m.private) else {
+        return Ok(true);
+    };
+    let s = &ctx.session;
+    if s.is_moderator() || meta.owner == s.user.id || s.granted_rooms.iter().any(|r| r == room) {
+        return Ok(true);
+    }
+    Ok(ctx.shared.access.is_room_member(room, s.id()).await?)
+}
+
+/// The metadata of one room.
+pub async fn meta(ctx: &Ctx, room: &str) -> Result<Option<RoomMeta>, ChatError> {
+    Ok(ctx
+        .shared
+        .access
+        .room_metas(&[room.to_owned()])
+        .await?
+        .pop()
+        .flatten())
+}
+
+/// Check that the session may enter `room`; returns its restrictions there.
+pub async fn check_entry(ctx: &Ctx, room: &str) -> Result<RoomLimits, ChatError> {
+    let meta = meta(ctx, room).await?;
+    if !may_see(ctx, room, meta.as_ref()).await? {
+        return Err(cannot_enter(room));
+    }
+    let access = &ctx.shared.access;
+    let id = ctx.session.id();
+    if access
+        .sanction(SanctionKind::Ban, id, Some(room))
+        .await?
+        .is_some()
+    {
+        return Err(cannot_enter(room));
+    }
+    let muted_until = access.sanction(SanctionKind::Mute, id, Some(room)).await?;
+    let read_only = meta
+        .as_ref()
+        .is_some_and(|m| m.announce && !may_moderate(&ctx.session, Some(m)));
+    Ok(RoomLimits {
+        read_only,
+        muted_until,
+    })
+}
+
+/// Whether the session moderates a room with this metadata: admins and
+/// moderators everywhere, owners in their own room.
+pub fn may_moderate(session: &Session, meta: Option<&RoomMeta>) -> bool {
+    session.is_moderator() || meta.is_some_and(|m| m.owner == session.user.id)
+}
+
+/// Refuse a post the session may not make in `room` (read-only, muted). Local
+/// state only: no backend round trip on the send path.
+pub fn check_post(session: &Session, room: &str, now_ms: u64) -> Result<(), ChatError> {
+    let limits = session.room_limits(room);
+    if limits.read_only {
+        return Err(ChatError::new(
+            ErrorCode::Forbidden,
+            format!("room `{room}` is read-only: only its owner and moderators post"),
+        ));
+    }
+    if let Some(until) = limits.muted_until.filter(|u| *u > now_ms) {
+        return Err(ChatError::new(
+            ErrorCode::Forbidden,
+            format!("you are muted in room `{room}` {}", until_text(until)),
+        ));
+    }
+    Ok(())
+}
