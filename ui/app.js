@@ -2,9 +2,10 @@
 // Every piece of user-provided text is rendered with textContent / createTextNode.
 import { io } from "/vendor/socket.io/socket.io.esm.min.js";
 
-const NAME_KEY = "confab.name";
-const KEY_KEY = "confab.key"; // access key, sessionStorage only
-const roomsKey = (name) => `confab.rooms.${name}`;
+const NAME_KEY = "confab.name"; // open mode: the name is the identity
+const TOKEN_KEY = "confab.token"; // guest/jwt modes: the bearer token of this browser's user
+const TOKEN_KIND_KEY = "confab.tokenKind"; // "guest" (minted by /api/guest) | "pasted"
+const roomsKey = (userId) => `confab.rooms.${userId}`;
 
 const ACK_TIMEOUT_MS = 10000;
 const TYPING_REFRESH_MS = 3000; // re-send typing:true at most this often while typing
@@ -28,11 +29,17 @@ const ui = {
   logout: $("logout"),
   loginView: $("login-view"),
   nameForm: $("name-form"),
+  nameRow: $("name-row"),
   nameInput: $("name-input"),
-  keyRow: $("key-row"),
-  keyInput: $("key-input"),
+  tokenRow: $("token-row"),
+  tokenInput: $("token-input"),
+  tokenToggle: $("token-toggle"),
   loginError: $("login-error"),
   nameSubmit: $("name-submit"),
+  expiry: $("expiry"),
+  expiryText: $("expiry-text"),
+  expiryInput: $("expiry-token-input"),
+  expiryError: $("expiry-error"),
   chatView: $("chat-view"),
   roomForm: $("room-form"),
   roomInput: $("room-input"),
@@ -121,7 +128,7 @@ ui.toast.addEventListener("click", () => ui.toast.classList.add("hidden"));
 class Conversation {
   constructor(kind, name) {
     this.kind = kind; // "room" | "dm"
-    this.name = name; // room name, or the peer's user name
+    this.name = name; // room name, or the peer's user id (shown by its name: displayName)
     this.entries = []; // {key:[ms,seq,sub], id?, el}
     this.ids = new Set(); // message ids present
     this.clientIds = new Set(); // clientIds of my own messages present
@@ -135,9 +142,9 @@ class Conversation {
     this.savedScroll = null; // scrollTop when we left the view (null = bottom)
     // rooms only
     this.joined = false;
-    this.members = new Map(); // name -> connections
+    this.members = new Map(); // user id -> connections
     this.memberTotal = 0;
-    this.typers = new Map(); // name -> timeout handle
+    this.typers = new Map(); // user id -> {name, timer}
     // DMs only: read state shared with the server (dm:read)
     this.lastPeerId = null; // greatest id held of a message from the peer
     this.seenUpTo = null; // greatest id from the peer the user has had in front of them
@@ -155,11 +162,15 @@ class Conversation {
 
 const state = {
   socket: null,
-  me: null,
+  auth: null, // {mode: "open"|"guest"|"jwt", guest} from GET /api/auth
+  me: null, // {id, name, roles, expiresAt?} (from `session`)
+  names: new Map(), // user id -> display name, learned from messages, lists and pushes
+  tokenFlow: false, // the login form asks for a pasted token (guest mode: toggled)
+  expiryDeadline: null, // when the token expires by this browser's clock (from auth:expiring)
   connectedOnce: false,
   gen: 0, // connection generation, bumped on every connect
   rooms: new Map(), // room -> Conversation
-  dms: new Map(), // peer -> Conversation
+  dms: new Map(), // peer user id -> Conversation
   directory: new Map(), // room -> members (from room:list)
   everyone: new Map(), // online users (users:list without room)
   everyoneTotal: 0,
@@ -204,28 +215,139 @@ function setConn(s, detail = "") {
 }
 
 // ---------------------------------------------------------------------------
+// Identity: who I am, and the names of the user ids I have seen
+
+const isMe = (id) => !!state.me && id === state.me.id;
+
+/** The sender's user id of a message (`fromId`; a server without ids: the name). */
+const senderId = (msg) => (typeof msg?.fromId === "string" && msg.fromId ? msg.fromId : msg?.from);
+
+/** Remembers the display name of a user id; true when it is new or changed. */
+function learnName(id, name) {
+  if (typeof id !== "string" || !id || typeof name !== "string" || !name) return false;
+  if (state.names.get(id) === name) return false;
+  state.names.set(id, name);
+  return true;
+}
+
+/** The display name of a user id (the id itself until a name was seen). */
+function displayName(id) {
+  if (isMe(id)) return state.me.name;
+  return state.names.get(id) ?? id;
+}
+
+/** A conversation's display name: the room, or the DM peer's name. */
+const convTitle = (conv) => (conv.kind === "dm" ? displayName(conv.name) : conv.name);
+
+// ---------------------------------------------------------------------------
+// Credentials: the server's auth mode, guest sign-up, the stored token
+
+/** GET /api/auth -> {mode, guest}; null when the server cannot be reached. */
+async function fetchAuth() {
+  try {
+    const res = await fetch("/api/auth", { cache: "no-store", signal: AbortSignal.timeout(ACK_TIMEOUT_MS) });
+    if (res.status === 404) return { mode: "open", guest: false }; // a server without identities
+    if (!res.ok) return null;
+    const body = await res.json();
+    if (!["open", "guest", "jwt"].includes(body?.mode)) return null;
+    return { mode: body.mode, guest: !!body.guest };
+  } catch {
+    return null;
+  }
+}
+
+/** POST /api/guest {name} -> {token, user}; throws an AppError with the server's code. */
+async function signUpGuest(name) {
+  let res;
+  try {
+    res = await fetch("/api/guest", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ name }),
+      cache: "no-store",
+      signal: AbortSignal.timeout(ACK_TIMEOUT_MS),
+    });
+  } catch (e) {
+    throw new AppError("unavailable", `cannot reach the server (${e?.message ?? e})`);
+  }
+  let body = null;
+  try {
+    body = await res.json();
+  } catch {
+    /* not JSON: handled below */
+  }
+  if (!res.ok) {
+    throw new AppError(body?.error?.code ?? `http_${res.status}`, body?.error?.message ?? `sign-in failed (HTTP ${res.status})`);
+  }
+  if (typeof body?.token !== "string" || typeof body?.user?.id !== "string") {
+    throw new AppError("internal", "malformed answer from the server");
+  }
+  return body;
+}
+
+function storeToken(token, kind) {
+  localStorage.setItem(TOKEN_KEY, token);
+  localStorage.setItem(TOKEN_KIND_KEY, kind);
+}
+
+function forgetCredentials() {
+  localStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(TOKEN_KIND_KEY);
+  localStorage.removeItem(NAME_KEY);
+}
+
+/** The claims of a JWT, unverified (only to know whom to expect until `session`). */
+function tokenClaims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const bin = atob(part.padEnd(Math.ceil(part.length / 4) * 4, "="));
+    const claims = JSON.parse(new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0))));
+    return claims && typeof claims === "object" ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------------------
 // Login / logout
+
+/** A pasted token is asked for (jwt mode always; guest mode after the toggle). */
+const wantsToken = () => state.auth?.mode === "jwt" || (state.auth?.mode === "guest" && state.tokenFlow);
+
+function configureLogin() {
+  const mode = state.auth?.mode ?? "open";
+  const token = wantsToken();
+  ui.nameRow.classList.toggle("hidden", token);
+  ui.tokenRow.classList.toggle("hidden", !token);
+  ui.tokenToggle.classList.toggle("hidden", mode !== "guest");
+  ui.tokenToggle.textContent = token ? "Pick a name instead" : "I have a token";
+  ui.tokenToggle.setAttribute("aria-expanded", String(token));
+  ui.nameSubmit.textContent = token ? "Sign in" : mode === "guest" ? "Join" : "Connect";
+}
 
 function showLogin(errorText = "") {
   ui.chatView.classList.add("hidden");
   ui.loginView.classList.remove("hidden");
   ui.me.classList.add("hidden");
   ui.logout.classList.add("hidden");
+  hideExpiry();
+  configureLogin();
   ui.loginError.textContent = errorText;
   ui.nameSubmit.disabled = false;
-  ui.nameInput.focus();
+  (wantsToken() ? ui.tokenInput : ui.nameInput).focus();
 }
 
 function showChat() {
   ui.loginView.classList.add("hidden");
   ui.chatView.classList.remove("hidden");
-  ui.me.textContent = state.me;
+  ui.me.textContent = state.me.name;
+  ui.me.title = state.me.id;
   ui.me.classList.remove("hidden");
   ui.logout.classList.remove("hidden");
 }
 
 function resetState() {
-  for (const conv of state.rooms.values()) for (const t of conv.typers.values()) clearTimeout(t);
+  for (const conv of state.rooms.values()) for (const t of conv.typers.values()) clearTimeout(t.timer);
   clearTimeout(state.typingIdleTimer);
   clearInterval(state.roomListTimer);
   clearTimeout(state.presenceRefreshTimer);
@@ -234,16 +356,18 @@ function resetState() {
   state.dms = new Map();
   state.directory = new Map();
   state.everyone = new Map();
+  state.names = new Map();
   state.view = null;
   state.typingRoom = null;
   state.connectedOnce = false;
   state.me = null;
+  state.expiryDeadline = null;
   ui.list.replaceChildren();
   renderAll();
 }
 
-function logout() {
-  stopTyping();
+/** Drops the current socket (no events of it are handled any more). */
+function dropSocket() {
   const socket = state.socket;
   state.socket = null;
   if (socket) {
@@ -251,28 +375,41 @@ function logout() {
     socket.io.removeAllListeners?.();
     socket.disconnect();
   }
-  localStorage.removeItem(NAME_KEY);
-  sessionStorage.removeItem(KEY_KEY);
+}
+
+/** Sign out: disconnect, forget the stored identity, show the login form. */
+function logout() {
+  stopTyping();
+  dropSocket();
+  forgetCredentials();
   resetState();
   setConn("offline");
   showLogin();
 }
 
-function login(name, key) {
-  if (state.socket) logout();
+/** Connects with `auth` ({name} in open mode, else {token}); `me` is whom to expect until `session`. */
+function connectAs(auth, me = null) {
+  dropSocket();
   resetState();
-  state.me = name;
+  state.me = me;
   ui.loginError.textContent = "";
   ui.nameSubmit.disabled = true;
   setConn("connecting");
-  const auth = { name };
-  if (key) auth.key = key;
   const socket = io({ auth });
   state.socket = socket;
-  wireSocket(socket, name, key);
+  wireSocket(socket);
 }
 
-function wireSocket(socket, typedName, key) {
+function connectWithToken(token, user = null) {
+  const c = user ?? tokenClaims(token);
+  const id = c?.id ?? c?.sub;
+  connectAs({ token }, typeof id === "string" && id ? { id, name: typeof c.name === "string" ? c.name : id } : null);
+}
+
+// Handshake refusals after which the same credential cannot work.
+const PERMANENT_REFUSALS = new Set(["unauthorized", "name_taken", "invalid_name", "forbidden", "bad_request"]);
+
+function wireSocket(socket) {
   const mine = (fn) => (...args) => {
     if (state.socket === socket) fn(...args);
   };
@@ -281,10 +418,14 @@ function wireSocket(socket, typedName, key) {
     state.gen++;
     state.serverKickRetry = 0;
     setConn("online");
+    // The server warns again on this connection if the token still expires soon (its
+    // auth:expiring can come before `session`).
+    hideExpiry();
+    state.expiryDeadline = null;
     // The server sends `session` right after connecting; do not hang if it does not.
     clearTimeout(state.sessionFallbackTimer);
     state.sessionFallbackTimer = setTimeout(mine(() => {
-      if (socket.connected) onSession(socket, { user: { name: state.me ?? typedName }, rooms: ["general"] });
+      if (socket.connected && state.me) onSession(socket, { user: state.me, rooms: ["general"] });
     }), 4000);
   }));
 
@@ -295,27 +436,30 @@ function wireSocket(socket, typedName, key) {
 
   socket.on("connect_error", mine((err) => {
     const msg = String(err?.message ?? err);
-    if (!socket.active) {
-      // Refused by the server (auth middleware): socket.io-client will not retry.
-      const code = msg.split(":")[0];
-      if (code === "unauthorized") ui.keyRow.classList.remove("hidden");
-      if (!state.connectedOnce || code === "invalid_name" || code === "unauthorized") {
-        state.socket = null;
-        socket.removeAllListeners();
-        socket.disconnect();
-        localStorage.removeItem(NAME_KEY);
-        resetState();
-        setConn("offline", msg);
-        showLogin(msg);
-        if (code === "unauthorized") ui.keyInput.focus();
-      } else {
-        setConn("reconnecting", msg);
-        toast(msg);
-        scheduleManualReconnect(socket);
-      }
-    } else {
+    if (socket.active) {
       setConn(state.connectedOnce ? "reconnecting" : "connecting", msg);
       if (!state.connectedOnce) ui.loginError.textContent = `Cannot reach the server (${msg}); retrying…`;
+      return;
+    }
+    // Refused by the server's handshake: socket.io-client will not retry by itself.
+    const code = msg.split(":")[0];
+    const withToken = typeof socket.auth?.token === "string";
+    if (PERMANENT_REFUSALS.has(code) || (!withToken && !state.connectedOnce)) {
+      const kind = localStorage.getItem(TOKEN_KIND_KEY);
+      dropSocket();
+      // A token that is refused (bad, expired, or its name is someone else's now) is
+      // of no use any more; a typed name is asked for again.
+      if (PERMANENT_REFUSALS.has(code)) forgetCredentials();
+      // A pasted token that was refused: ask for another one; else a (new) name.
+      state.tokenFlow = withToken && kind === "pasted" && code === "unauthorized";
+      resetState();
+      setConn("offline", msg);
+      showLogin(msg);
+    } else {
+      // Transient (e.g. `unavailable` while a server shuts down): keep the identity, retry.
+      setConn("reconnecting", msg);
+      toast(msg);
+      scheduleManualReconnect(socket);
     }
   }));
 
@@ -324,13 +468,19 @@ function wireSocket(socket, typedName, key) {
     // The server ends our typing state on disconnect; clear local typing displays.
     state.typingRoom = null;
     for (const conv of state.rooms.values()) {
-      for (const t of conv.typers.values()) clearTimeout(t);
+      for (const t of conv.typers.values()) clearTimeout(t.timer);
       conv.typers.clear();
     }
     renderTyping();
     if (reason === "io client disconnect") {
       setConn("offline", reason);
     } else if (reason === "io server disconnect") {
+      // The server ends a connection whose token expired: signing in again is needed
+      // (reconnecting with it would not help, or only for the server's leeway).
+      if (tokenExpired()) {
+        sessionExpired();
+        return;
+      }
       // socket.io-client does not reconnect by itself in this case.
       setConn("reconnecting", "disconnected by the server");
       scheduleManualReconnect(socket);
@@ -347,6 +497,7 @@ function wireSocket(socket, typedName, key) {
   socket.on("dm:read", mine(onDmRead));
   socket.on("typing", mine(onTyping));
   socket.on("room:presence", mine(onPresence));
+  socket.on("auth:expiring", mine(onAuthExpiring));
   socket.on("error", mine((e) => {
     const err = e?.error ?? {};
     toast(`${e?.event ?? "request"} failed: ${err.message ?? "error"} (${err.code ?? "?"})`);
@@ -369,13 +520,77 @@ function scheduleManualReconnect(socket) {
   }, delay);
 }
 
+// ---------------------------------------------------------------------------
+// Token expiry (pasted tokens: the user pastes a new one; guest tokens last long)
+
+/** The token's expiry has come (by the server's `auth:expiring` countdown, else `expiresAt`). */
+function tokenExpired() {
+  const at = state.expiryDeadline ?? state.me?.expiresAt;
+  return typeof at === "number" && Date.now() >= at - 2000;
+}
+
+function sessionExpired() {
+  const pasted = localStorage.getItem(TOKEN_KIND_KEY) === "pasted";
+  dropSocket();
+  forgetCredentials();
+  state.tokenFlow = pasted;
+  resetState();
+  setConn("offline", "token expired");
+  showLogin(pasted ? "Your session has expired: paste a new token." : "Your session has expired: sign in again.");
+}
+
+function onAuthExpiring(p) {
+  const inMs = Number(p?.inMs);
+  if (!Number.isFinite(inMs)) return;
+  // A countdown by this browser's clock (the server's may differ).
+  state.expiryDeadline = Date.now() + inMs;
+  if (localStorage.getItem(TOKEN_KIND_KEY) !== "pasted") return;
+  const minutes = Math.max(1, Math.ceil(inMs / 60000));
+  const text = `your session expires in ${minutes} ${minutes === 1 ? "minute" : "minutes"} — paste a new token`;
+  ui.expiryText.textContent = text;
+  ui.expiryError.textContent = "";
+  ui.expiry.classList.remove("hidden");
+  toast(text, "warn");
+}
+
+function hideExpiry() {
+  ui.expiry.classList.add("hidden");
+  ui.expiryInput.value = "";
+  ui.expiryError.textContent = "";
+}
+
+ui.expiry.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const token = ui.expiryInput.value.trim();
+  if (!token) return;
+  const socket = state.socket;
+  try {
+    const ack = await request("auth:refresh", { token });
+    if (state.socket !== socket) return;
+    storeToken(token, "pasted");
+    socket.auth = { token }; // used by every reconnection from now on
+    if (state.me) state.me.expiresAt = ack.expiresAt ?? undefined;
+    state.expiryDeadline = null;
+    hideExpiry();
+    toast("Session extended with the new token", "info");
+  } catch (e) {
+    ui.expiryError.textContent = e.code ? `${e.code}: ${e.message}` : String(e.message ?? e);
+  }
+});
+
 /** Runs after every (re)connection, when the server's `session` arrives. */
 async function onSession(socket, session) {
   const gen = state.gen;
   const first = !state.connectedOnce;
   state.connectedOnce = true;
-  if (session?.user?.name) state.me = session.user.name;
-  localStorage.setItem(NAME_KEY, state.me);
+  const u = session?.user;
+  if (u && typeof u.name === "string" && u.name) {
+    const id = typeof u.id === "string" && u.id ? u.id : u.name;
+    state.me = { id, name: u.name, roles: Array.isArray(u.roles) ? u.roles : [], expiresAt: u.expiresAt };
+  }
+  if (!state.me) return; // (a session without a user: nothing to show as "me")
+  learnName(state.me.id, state.me.name);
+  if (typeof socket.auth?.name === "string") localStorage.setItem(NAME_KEY, state.me.name);
   seedUnread(session?.unread);
   showChat();
   renderAll();
@@ -415,7 +630,9 @@ async function onSession(socket, session) {
   // Refresh what the current view shows, then DM conversations, then resend.
   if (state.view?.kind === "room") refreshUsers(state.view);
   for (const conv of state.dms.values()) {
-    if (conv.loaded) loadLatestDm(conv).catch(() => {});
+    // (also those only known from `unread`, by id: their messages tell the peer's name)
+    const nameless = state.auth?.mode !== "open" && !state.names.has(conv.name);
+    if (conv.loaded || (nameless && state.view !== conv)) loadLatestDm(conv).catch(() => {});
   }
   if (state.view?.kind === "dm" && !state.view.loaded) loadLatestDm(state.view).catch((e) => toast(describe(e)));
   for (const conv of state.dms.values()) markRead(conv); // reads not sent before the disconnect
@@ -432,7 +649,7 @@ async function onSession(socket, session) {
 
 function loadSavedRooms() {
   try {
-    const v = JSON.parse(localStorage.getItem(roomsKey(state.me)) ?? "[]");
+    const v = JSON.parse(localStorage.getItem(roomsKey(state.me.id)) ?? "[]");
     return Array.isArray(v) ? v.filter((x) => typeof x === "string") : [];
   } catch {
     return [];
@@ -442,7 +659,7 @@ function loadSavedRooms() {
 function saveRooms() {
   if (!state.me) return;
   const joined = [...state.rooms.values()].filter((c) => c.joined).map((c) => c.name);
-  localStorage.setItem(roomsKey(state.me), JSON.stringify(joined));
+  localStorage.setItem(roomsKey(state.me.id), JSON.stringify(joined));
 }
 
 const TRANSIENT = new Set(["offline", "disconnected", "timeout", "rate_limited", "unavailable"]);
@@ -481,7 +698,12 @@ async function joinRoom(name, { show = true } = {}) {
   conv.loaded = true;
   conv.joined = true;
   const members = new Map();
-  for (const n of ack.members ?? []) members.set(n, conv.members.get(n) ?? 1);
+  const names = Array.isArray(ack.members) ? ack.members : [];
+  const ids = Array.isArray(ack.memberIds) && ack.memberIds.length === names.length ? ack.memberIds : names;
+  ids.forEach((id, i) => {
+    learnName(id, names[i]);
+    members.set(id, conv.members.get(id) ?? 1);
+  });
   conv.members = members;
   conv.memberTotal = ack.memberCount ?? members.size;
   saveRooms();
@@ -510,7 +732,7 @@ async function leaveRoom(conv) {
 }
 
 function dropRoom(conv) {
-  for (const t of conv.typers.values()) clearTimeout(t);
+  for (const t of conv.typers.values()) clearTimeout(t.timer);
   conv.joined = false;
   if (state.rooms.get(conv.name) === conv) state.rooms.delete(conv.name);
   saveRooms();
@@ -539,7 +761,7 @@ async function refreshUsers(conv, { quiet = false } = {}) {
   try {
     const ack = await request("users:list", { room: conv.name });
     if (state.rooms.get(conv.name) !== conv) return; // left meanwhile
-    conv.members = new Map((ack.users ?? []).map((u) => [u.name, u.connections]));
+    conv.members = usersMap(ack.users);
     conv.memberTotal = ack.total ?? conv.members.size;
     if (state.view === conv) {
       renderUsers();
@@ -557,15 +779,29 @@ function refreshCurrentUsers() {
   else if (conv?.kind === "dm") refreshEveryone();
 }
 
+/** `users:list` entries -> Map(user id -> connections), learning their names. */
+function usersMap(users) {
+  const map = new Map();
+  for (const u of Array.isArray(users) ? users : []) {
+    if (typeof u?.name !== "string") continue;
+    const id = typeof u.id === "string" && u.id ? u.id : u.name;
+    learnName(id, u.name);
+    map.set(id, u.connections);
+  }
+  return map;
+}
+
 async function refreshEveryone() {
   if (!state.socket?.connected) return;
   try {
     const ack = await request("users:list", {});
-    state.everyone = new Map((ack.users ?? []).map((u) => [u.name, u.connections]));
+    state.everyone = usersMap(ack.users);
     state.everyoneTotal = ack.total ?? state.everyone.size;
+    renderDms(); // names learned from the list title DM conversations
     if (state.view?.kind === "dm") {
       renderUsers();
       renderPaneHeader();
+      updateHistoryStatus();
     }
   } catch {
     /* best effort */
@@ -614,17 +850,20 @@ function addMessage(conv, msg, { count = true } = {}) {
   if (!msg || typeof msg.id !== "string" || conv.ids.has(msg.id)) return false;
   conv.ids.add(msg.id);
   if (!conv.lastId || compareIds(msg.id, conv.lastId) > 0) conv.lastId = msg.id;
-  if (msg.clientId && msg.from === state.me) {
+  const from = senderId(msg);
+  learnName(from, msg.from);
+  const mine = isMe(from);
+  if (msg.clientId && mine) {
     const p = conv.pending.get(msg.clientId);
     if (p) removePending(conv, p);
     else if (conv.clientIds.has(msg.clientId)) return false; // a retried send stored twice
     conv.clientIds.add(msg.clientId);
   }
-  const fromPeer = conv.kind === "dm" && msg.from === conv.name && msg.from !== state.me;
+  const fromPeer = conv.kind === "dm" && from === conv.name && !mine;
   if (fromPeer && (!conv.lastPeerId || compareIds(msg.id, conv.lastPeerId) > 0)) conv.lastPeerId = msg.id;
-  const entry = { key: [...parseId(msg.id), 0], id: msg.id, from: msg.from, el: renderMessage(msg) };
+  const entry = { key: [...parseId(msg.id), 0], id: msg.id, fromId: from, el: renderMessage(msg) };
   insertEntry(conv, entry);
-  if (count && msg.from !== state.me) {
+  if (count && !mine) {
     if (fromPeer) conv.needsRead = true;
     if (!isReading(conv)) {
       if (fromPeer && conv.expect > 0 && Date.now() < conv.expectUntil) conv.expect--; // already counted
@@ -643,11 +882,14 @@ function addNotice(conv, text) {
 
 function renderMessage(msg) {
   const li = h("li", "message");
-  if (msg.from === state.me) li.classList.add("mine");
+  const from = senderId(msg);
+  if (isMe(from)) li.classList.add("mine");
   li.dataset.id = msg.id;
   if (msg.clientId) li.dataset.clientId = msg.clientId;
   const meta = h("div", "meta");
-  meta.append(h("span", "from", msg.from));
+  const fromEl = h("bdi", "from", msg.from);
+  if (typeof from === "string") fromEl.title = from;
+  meta.append(fromEl);
   const time = h("time", null, formatTime(msg.ts));
   const d = new Date(msg.ts);
   if (!Number.isNaN(d.getTime())) {
@@ -687,7 +929,7 @@ function renderPending(p) {
   const li = h("li", "message pending mine");
   li.dataset.clientId = p.clientId;
   const meta = h("div", "meta");
-  meta.append(h("span", "from", state.me), h("span", "status", "sending…"));
+  meta.append(h("bdi", "from", state.me?.name ?? ""), h("span", "status", "sending…"));
   li.append(meta, h("div", "text", p.text));
   return li;
 }
@@ -763,21 +1005,24 @@ function onMessageNew(msg) {
   const conv = state.rooms.get(msg?.room);
   if (!conv) return;
   const atBottom = state.view === conv && isAtBottom();
+  const from = senderId(msg);
   // A message from someone ends their "typing…".
-  const t = conv.typers.get(msg.from);
+  const t = conv.typers.get(from);
   if (t) {
-    clearTimeout(t);
-    conv.typers.delete(msg.from);
+    clearTimeout(t.timer);
+    conv.typers.delete(from);
     if (state.view === conv) renderTyping();
   }
   if (addMessage(conv, msg)) {
-    if (state.view === conv && (atBottom || msg.from === state.me)) scrollToBottom();
+    if (state.view === conv && (atBottom || isMe(from))) scrollToBottom();
     if (!isReading(conv)) renderRooms();
   }
 }
 
+/** The other side of a DM (by user id): the recipient of my own, else the sender. */
 function dmPeer(msg) {
-  return msg.from === state.me ? msg.to : msg.from;
+  const from = senderId(msg);
+  return isMe(from) ? msg.to : from;
 }
 
 function getDm(peer) {
@@ -790,36 +1035,47 @@ function getDm(peer) {
 }
 
 function onDmNew(msg) {
-  if (!msg || typeof msg.from !== "string") return;
+  if (!msg || typeof msg.from !== "string" || typeof dmPeer(msg) !== "string") return;
   const conv = getDm(dmPeer(msg));
   const atBottom = state.view === conv && isAtBottom();
   if (addMessage(conv, msg)) {
-    if (state.view === conv && (atBottom || msg.from === state.me)) scrollToBottom();
+    if (state.view === conv && (atBottom || isMe(senderId(msg)))) scrollToBottom();
     markRead(conv);
   }
   renderDms();
+  if (state.view === conv) renderPaneHeader();
 }
 
-function onTyping({ room, user, typing } = {}) {
+function onTyping({ room, user, userId, typing } = {}) {
   const conv = state.rooms.get(room);
-  if (!conv || typeof user !== "string" || user === state.me) return;
-  const old = conv.typers.get(user);
-  if (old) clearTimeout(old);
+  if (!conv || typeof user !== "string") return;
+  const id = typeof userId === "string" && userId ? userId : user;
+  if (isMe(id)) return;
+  learnName(id, user);
+  const old = conv.typers.get(id);
+  if (old) clearTimeout(old.timer);
   if (typing) {
-    conv.typers.set(
-      user,
-      setTimeout(() => {
-        conv.typers.delete(user);
+    conv.typers.set(id, {
+      name: user,
+      timer: setTimeout(() => {
+        conv.typers.delete(id);
         if (state.view === conv) renderTyping();
       }, TYPING_DISPLAY_MS),
-    );
+    });
   } else {
-    conv.typers.delete(user);
+    conv.typers.delete(id);
   }
   if (state.view === conv) renderTyping();
 }
 
-function onPresence({ room, joined = [], left = [], joinedMore = 0, leftMore = 0 } = {}) {
+/** Pairs a presence push's names with its ids ([id, name]; ids = names from a server without ids). */
+function presencePairs(names, ids) {
+  if (!Array.isArray(names)) return [];
+  const useIds = Array.isArray(ids) && ids.length === names.length;
+  return names.map((name, i) => [useIds ? ids[i] : name, name]).filter(([id, name]) => typeof id === "string" && typeof name === "string");
+}
+
+function onPresence({ room, joined = [], left = [], joinedIds, leftIds, joinedMore = 0, leftMore = 0 } = {}) {
   const conv = state.rooms.get(room);
   if (!conv) return;
   // Big batches list only the first names; the rest only count.
@@ -830,21 +1086,22 @@ function onPresence({ room, joined = [], left = [], joinedMore = 0, leftMore = 0
     if (leftMore > 0) parts.push(`${leftMore} more left`);
     addNotice(conv, `${parts.join(", ")} #${room}`);
   }
-  for (const name of joined) {
-    if (!conv.members.has(name)) conv.memberTotal++;
-    conv.members.set(name, conv.members.get(name) ?? 1);
-    if (name !== state.me) addNotice(conv, `${name} joined #${room}`);
+  for (const [id, name] of presencePairs(joined, joinedIds)) {
+    learnName(id, name);
+    if (!conv.members.has(id)) conv.memberTotal++;
+    conv.members.set(id, conv.members.get(id) ?? 1);
+    if (!isMe(id)) addNotice(conv, `${name} joined #${room}`);
   }
-  for (const name of left) {
+  for (const [id, name] of presencePairs(left, leftIds)) {
     // A listed leaver was a member even if its join was only counted.
-    conv.members.delete(name);
+    conv.members.delete(id);
     conv.memberTotal = Math.max(conv.members.size, conv.memberTotal - 1);
-    const t = conv.typers.get(name);
+    const t = conv.typers.get(id);
     if (t) {
-      clearTimeout(t);
-      conv.typers.delete(name);
+      clearTimeout(t.timer);
+      conv.typers.delete(id);
     }
-    if (name !== state.me) addNotice(conv, `${name} left #${room}`);
+    if (!isMe(id)) addNotice(conv, `${name} left #${room}`);
   }
   if (state.directory.has(room)) {
     state.directory.set(room, Math.max(conv.memberTotal, conv.members.size));
@@ -862,7 +1119,9 @@ function onPresence({ room, joined = [], left = [], joinedMore = 0, leftMore = 0
 // ---------------------------------------------------------------------------
 // DMs
 
-function openDm(peer) {
+/** Opens the conversation with user id `peer` (`name`: how the click that started it named them). */
+function openDm(peer, name) {
+  learnName(peer, name);
   showConversation(getDm(peer));
 }
 
@@ -882,7 +1141,7 @@ function seedUnread(unread) {
     }
   }
   for (const [peer, n] of Object.entries(unread)) {
-    if (typeof n !== "number" || !(n > 0) || peer === state.me) continue;
+    if (typeof n !== "number" || !(n > 0) || isMe(peer)) continue;
     const conv = getDm(peer);
     conv.unread = isReading(conv) ? 0 : n;
     conv.needsRead = true;
@@ -896,7 +1155,7 @@ function seedUnread(unread) {
  * dm:read in flight per conversation, none when nothing new was seen.
  */
 function markRead(conv) {
-  if (conv.kind !== "dm" || conv.name === state.me || state.dms.get(conv.name) !== conv) return;
+  if (conv.kind !== "dm" || isMe(conv.name) || state.dms.get(conv.name) !== conv) return;
   if (isReading(conv) && conv.lastPeerId && (!conv.seenUpTo || compareIds(conv.lastPeerId, conv.seenUpTo) > 0)) {
     conv.seenUpTo = conv.lastPeerId;
   }
@@ -947,7 +1206,7 @@ function applyRead(conv, upTo, unread) {
       const e = conv.entries[i];
       if (!e.id) continue;
       if (compareIds(e.id, upTo) <= 0) break;
-      if (e.from !== conv.name) continue;
+      if (e.fromId !== conv.name) continue;
       held++;
       if (conv.seenUpTo && compareIds(e.id, conv.seenUpTo) <= 0) seen++;
     }
@@ -976,8 +1235,10 @@ async function loadLatestDm(conv) {
   for (const m of msgs) addMessage(conv, m, { count: false });
   if (first || !conv.entries.length || conv.entries[0]?.id === msgs[0]?.id) conv.hasMore = !!ack.hasMore;
   conv.loaded = true;
+  renderDms(); // the peer's name may be known now
   if (state.view === conv) {
     if (first || wasAtBottom) scrollToBottom();
+    renderPaneHeader();
     updateHistoryStatus();
     maybeFill(conv);
   }
@@ -1120,7 +1381,7 @@ function renderView() {
   ui.composer.disabled = !conv;
   ui.send.disabled = !conv;
   if (!conv) ui.list.replaceChildren();
-  ui.composer.placeholder = !conv ? "" : conv.kind === "room" ? `Message #${conv.name}` : `Message @${conv.name}`;
+  ui.composer.placeholder = !conv ? "" : conv.kind === "room" ? `Message #${conv.name}` : `Message @${convTitle(conv)}`;
   renderPaneHeader();
   renderUsers();
   renderTyping();
@@ -1139,13 +1400,15 @@ function renderPaneHeader() {
   }
   if (conv.kind === "room") {
     ui.paneTitle.textContent = `#${conv.name}`;
+    ui.paneTitle.title = "";
     const n = Math.max(conv.memberTotal, conv.members.size);
     ui.paneSubtitle.textContent = `${n} ${n === 1 ? "member" : "members"} online`;
   } else {
-    ui.paneTitle.textContent = `@${conv.name}`;
-    const online = state.everyone.has(conv.name) || conv.name === state.me;
+    ui.paneTitle.textContent = `@${convTitle(conv)}`;
+    ui.paneTitle.title = conv.name;
+    const online = state.everyone.has(conv.name) || isMe(conv.name);
     ui.paneSubtitle.textContent =
-      conv.name === state.me
+      isMe(conv.name)
         ? "notes to self"
         : online
           ? "private conversation · online"
@@ -1159,7 +1422,7 @@ function updateHistoryStatus() {
   if (conv && conv.loaded) {
     if (conv.loadingOlder) text = "Loading older messages…";
     else if (conv.hasMore) text = "Scroll up for older messages";
-    else text = conv.kind === "room" ? `This is the beginning of #${conv.name}.` : `This is the beginning of your conversation with ${conv.name}.`;
+    else text = conv.kind === "room" ? `This is the beginning of #${conv.name}.` : `This is the beginning of your conversation with ${convTitle(conv)}.`;
   } else if (conv) {
     text = "Loading…";
   }
@@ -1209,14 +1472,17 @@ function renderRooms() {
 }
 
 function renderDms() {
-  const convs = [...state.dms.values()].sort((a, b) => a.name.localeCompare(b.name));
+  const byTitle = (a, b) => convTitle(a).localeCompare(convTitle(b)) || a.name.localeCompare(b.name);
+  const convs = [...state.dms.values()].sort(byTitle);
   const items = convs.map((conv) => {
     const li = h("li", "dm");
-    li.dataset.user = conv.name;
+    li.dataset.user = conv.name; // the peer's user id
+    li.dataset.name = convTitle(conv);
     if (state.view === conv) li.classList.add("active");
     const btn = h("button", "side-item");
     btn.type = "button";
-    btn.append(h("span", "side-name", `@${conv.name}`));
+    btn.title = conv.name;
+    btn.append(h("bdi", "side-name", `@${convTitle(conv)}`));
     if (conv.unread > 0) btn.append(badge(conv.unread));
     btn.addEventListener("click", () => showConversation(conv));
     li.append(btn);
@@ -1242,19 +1508,21 @@ function renderUsers() {
     users = new Map();
     ui.usersTitle.textContent = "Online";
   }
-  const names = [...users.keys()].sort((a, b) => a.localeCompare(b));
-  const items = names.map((name) => {
+  const ids = [...users.keys()].sort((a, b) => displayName(a).localeCompare(displayName(b)) || a.localeCompare(b));
+  const items = ids.map((id) => {
+    const name = displayName(id);
     const li = h("li", "user");
-    li.dataset.user = name;
-    if (name === state.me) li.classList.add("self");
+    li.dataset.user = id;
+    li.dataset.name = name;
+    if (isMe(id)) li.classList.add("self");
     const btn = h("button", "side-item");
     btn.type = "button";
-    btn.title = name === state.me ? "Notes to self" : `Private message ${name}`;
-    btn.append(h("span", "dot"), h("span", "side-name", name));
-    if (name === state.me) btn.append(h("span", "you", "you"));
-    const c = users.get(name);
+    btn.title = isMe(id) ? "Notes to self" : `Private message ${name} (${id})`;
+    btn.append(h("span", "dot"), h("bdi", "side-name", name));
+    if (isMe(id)) btn.append(h("span", "you", "you"));
+    const c = users.get(id);
     if (c > 1) btn.append(h("span", "count", `${c} tabs`));
-    btn.addEventListener("click", () => openDm(name));
+    btn.addEventListener("click", () => openDm(id, name));
     li.append(btn);
     return li;
   });
@@ -1263,7 +1531,7 @@ function renderUsers() {
 
 function renderTyping() {
   const conv = state.view;
-  const names = conv?.kind === "room" ? [...conv.typers.keys()].sort((a, b) => a.localeCompare(b)) : [];
+  const names = conv?.kind === "room" ? [...conv.typers.values()].map((t) => t.name).sort((a, b) => a.localeCompare(b)) : [];
   let text = "";
   if (names.length === 1) text = `${names[0]} is typing…`;
   else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
@@ -1283,22 +1551,66 @@ function updateTitle() {
 // ---------------------------------------------------------------------------
 // DOM events
 
-ui.nameForm.addEventListener("submit", (ev) => {
+ui.nameForm.addEventListener("submit", async (ev) => {
   ev.preventDefault();
+  if (ui.nameSubmit.disabled) return;
+  if (!state.auth) {
+    ui.nameSubmit.disabled = true;
+    state.auth = await fetchAuth();
+    ui.nameSubmit.disabled = false;
+    if (!state.auth) {
+      ui.loginError.textContent = "Cannot reach the server; try again.";
+      return;
+    }
+    configureLogin();
+  }
+  if (wantsToken()) {
+    const token = ui.tokenInput.value.trim();
+    if (!token) {
+      ui.loginError.textContent = "Please paste your token.";
+      return;
+    }
+    ui.tokenInput.value = "";
+    storeToken(token, "pasted");
+    connectWithToken(token);
+    return;
+  }
   const name = ui.nameInput.value.trim().normalize("NFC");
   if (!name) {
     ui.loginError.textContent = "Please enter a name.";
     return;
   }
-  const key = ui.keyInput.value;
-  if (key) sessionStorage.setItem(KEY_KEY, key);
-  login(name, key);
+  if (state.auth.mode === "open") {
+    connectAs({ name }, { id: name, name });
+    return;
+  }
+  // guest: a new identity holding this name
+  ui.nameSubmit.disabled = true;
+  ui.loginError.textContent = "";
+  try {
+    const grant = await signUpGuest(name);
+    storeToken(grant.token, "guest");
+    connectWithToken(grant.token, grant.user);
+  } catch (e) {
+    ui.nameSubmit.disabled = false;
+    ui.loginError.textContent = `${e.code}: ${e.message}`;
+    ui.nameInput.focus();
+  }
+});
+
+ui.tokenToggle.addEventListener("click", () => {
+  state.tokenFlow = !state.tokenFlow;
+  ui.loginError.textContent = "";
+  configureLogin();
+  (wantsToken() ? ui.tokenInput : ui.nameInput).focus();
 });
 
 ui.logout.addEventListener("click", () => {
-  const name = state.me;
+  const name = state.me?.name;
   logout();
-  if (name) ui.nameInput.value = name;
+  // In open mode the name is the identity: offer it again. (A guest name stays held by
+  // the identity just forgotten, so it is not offered.)
+  if (name && state.auth?.mode === "open") ui.nameInput.value = name;
 });
 
 ui.roomForm.addEventListener("submit", async (ev) => {
@@ -1324,7 +1636,7 @@ ui.roomForm.addEventListener("submit", async (ev) => {
   }
 });
 
-ui.dmToForm.addEventListener("submit", (ev) => {
+ui.dmToForm.addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const name = ui.dmToInput.value.trim().replace(/^@/, "").normalize("NFC");
   if (!name) return;
@@ -1332,8 +1644,32 @@ ui.dmToForm.addEventListener("submit", (ev) => {
     toast("User names are 1–32 letters, digits, '_', '.' or '-'");
     return;
   }
+  if (state.auth?.mode === "open" || !state.me) {
+    // open mode: the name is the user id
+    ui.dmToInput.value = "";
+    openDm(name);
+    return;
+  }
+  // guest/jwt: find the user id of an online user with that name
+  let id = null;
+  try {
+    state.everyone = usersMap((await request("users:list", {})).users);
+  } catch {
+    /* offline or refused: look in the last list we have */
+  }
+  const lower = name.toLowerCase();
+  for (const uid of state.everyone.keys()) {
+    if (displayName(uid).normalize("NFC").toLowerCase() === lower) {
+      id = uid;
+      if (displayName(uid).normalize("NFC") === name) break; // an exact match wins
+    }
+  }
+  if (!id) {
+    toast(`no online user named ${name}`);
+    return;
+  }
   ui.dmToInput.value = "";
-  openDm(name);
+  openDm(id);
 });
 
 // Coming back to the page reads what arrived in the open conversation meanwhile.
@@ -1379,11 +1715,35 @@ setInterval(() => {
 // ---------------------------------------------------------------------------
 // Start
 
-setConn("offline");
-const savedName = localStorage.getItem(NAME_KEY);
-if (savedName) {
-  ui.nameInput.value = savedName;
-  login(savedName, sessionStorage.getItem(KEY_KEY) ?? "");
-} else {
+/** Learns the server's auth mode (retrying while it cannot be reached), then signs in
+ * with what this browser has stored, or shows the login form. */
+async function start() {
+  setConn("offline");
+  const token = localStorage.getItem(TOKEN_KEY);
+  const savedName = localStorage.getItem(NAME_KEY);
+  // Signing in by itself: no login form flashing by meanwhile.
+  if (token || savedName) ui.loginView.classList.add("hidden");
+  for (let attempt = 0; !state.auth; attempt++) {
+    state.auth = await fetchAuth();
+    if (state.auth) break;
+    setConn("connecting", "cannot reach the server");
+    if (attempt === 0) showLogin("Cannot reach the server; retrying…");
+    await sleep(Math.min(30000, 1000 * 2 ** attempt));
+  }
+  if (state.socket) return; // the user signed in by hand meanwhile
+  if (state.auth.mode === "open") {
+    if (savedName) {
+      ui.nameInput.value = savedName;
+      connectAs({ name: savedName }, { id: savedName, name: savedName });
+      return;
+    }
+  } else if (token) {
+    state.tokenFlow = localStorage.getItem(TOKEN_KIND_KEY) === "pasted";
+    connectWithToken(token);
+    return;
+  }
+  setConn("offline");
   showLogin();
 }
+
+start();

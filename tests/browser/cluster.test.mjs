@@ -363,9 +363,10 @@ test("two browsers on different gateways of a cluster: presence, messages, histo
       assert.equal(new Set(bobs).size, bobs.length, "bob's clientIds stored once each");
       const list = await call(auditor, "users:list", { room: "general" });
       assert.deepEqual(list.users, [
-        { name: "alice", connections: 1 },
-        { name: "auditor", connections: 1 },
-        { name: "bob", connections: 1 },
+        // open mode: the id is the name
+        { id: "alice", name: "alice", connections: 1 },
+        { id: "auditor", name: "auditor", connections: 1 },
+        { id: "bob", name: "bob", connections: 1 },
       ]);
       // The auditor's own join reaches alice's page as a notice. A wrong `left` for bob
       // would have been published when the dead gateway was reaped (awaited above,

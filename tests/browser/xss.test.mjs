@@ -329,7 +329,7 @@ test("hostile text and names are shown literally and never run", { timeout: 1800
       await send(victim.page, PAYLOADS[1]);
       await failed.waitFor();
       await waitLiteral(victim.page, "#message-list .message.failed .text", PAYLOADS[1]);
-      await toast("Message not sent: no user `nobody` has ever connected (user_not_found)");
+      await toast("Message not sent: no user with id `nobody` has ever connected (user_not_found)");
       await failed.locator("button", { hasText: "Discard" }).click();
       await failed.waitFor({ state: "detached" });
       await assertNothingRan(victim, "toasts and failed sends");

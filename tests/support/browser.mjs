@@ -53,22 +53,34 @@ export async function waitInGeneral(page) {
 }
 
 /**
- * Opens a fresh context + page, logs in as `name`, waits until online in #general.
+ * Opens a fresh context + page on `url` without signing in (the login form, or the
+ * page signing in by itself with what the context stores).
  * `beforeLogin(page)` runs before the page is loaded (e.g. to watch its websocket);
  * `contextOptions` are added to the new context's options (e.g. `{bypassCSP: true}`);
  * `initScript` (a function) runs in every document of the context before its scripts.
  */
-export async function openUser(browser, url, name, { beforeLogin, contextOptions = {}, initScript } = {}) {
+export async function openPage(browser, url, label, { beforeLogin, contextOptions = {}, initScript } = {}) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 720 }, ...contextOptions });
   context.setDefaultTimeout(WAIT_MS);
   if (initScript) await context.addInitScript(initScript);
   const page = await context.newPage();
   if (beforeLogin) beforeLogin(page);
-  const user = { name, context, page, problems: [], dialogs: [], cspHeader: null };
+  const user = { name: label, context, page, problems: [], dialogs: [], cspHeader: null };
   watch(user, page);
   const resp = await page.goto(`${url}/`, { waitUntil: "load", timeout: WAIT_MS });
   assert.equal(resp.status(), 200, "GET / status");
   user.cspHeader = resp.headers()["content-security-policy"] ?? null;
+  return user;
+}
+
+/**
+ * Opens a fresh context + page, logs in as `name` (open mode: the name is the identity;
+ * guest mode: a guest identity with that name), waits until online in #general.
+ * Options as for openPage.
+ */
+export async function openUser(browser, url, name, opts = {}) {
+  const user = await openPage(browser, url, name, opts);
+  const { page } = user;
   await page.locator("#name-input").fill(name);
   await page.locator("#name-submit").click();
   await waitInGeneral(page);
