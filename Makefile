@@ -10,7 +10,9 @@ BIND ?= 127.0.0.1:3000
 run:
 	scripts/deps.sh run
 	$(CARGO) build --release -p confab
-	./target/release/confab serve --bind $(BIND)
+	@# Guest identities stay valid across restarts: the key lives in .confab/ (git-ignored).
+	@mkdir -p .confab && (test -s .confab/guest.key || (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > .confab/guest.key))
+	./target/release/confab serve --bind $(BIND) --auth guest --jwt-secret-file .confab/guest.key
 
 build:
 	$(CARGO) build --workspace --all-targets

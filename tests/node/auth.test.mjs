@@ -300,3 +300,25 @@ test("jwt: auth:refresh with a new token for the same user keeps the socket; ano
   assert.equal(disconnected, false, "a refreshed socket outlives the old expiry");
   assertOk(await call(s, "message:send", { room: "general", text: "still here" }));
 });
+
+test("guest: sign-out releases the name at once (only with the holder's token)", T, async () => {
+  const name = uname("so");
+  const g = await newGuest(guest, name);
+  const signout = (tok) =>
+    fetch(`${guest.url}/api/signout`, {
+      method: "POST",
+      headers: tok === undefined ? {} : { authorization: `Bearer ${tok}` },
+      signal: AbortSignal.timeout(5000),
+    }).then(async (r) => ({ status: r.status, body: await r.json() }));
+  const other = await newGuest(guest);
+  // Someone else's token releases nothing of this name; no token is unauthorized.
+  assert.deepEqual(await signout(other.token), { status: 200, body: { released: true } });
+  assert.equal((await postGuest(guest, { name })).status, 409);
+  const none = await signout(undefined);
+  assert.equal(none.status, 401);
+  assert.equal(none.body.error.code, "unauthorized");
+  assert.equal((await signout("forged.token.x")).status, 401);
+  assert.deepEqual(await signout(g.token), { status: 200, body: { released: true } });
+  const again = await newGuest(guest, name);
+  assert.notEqual(again.user.id, g.user.id, "a new identity");
+});

@@ -710,7 +710,15 @@ pub async fn names_are_claimed_by_one_user(c: &dyn Cluster) {
     );
     assert_eq!(
         n1.presence.claim_name(&short_key, &a, long).await.unwrap(),
-        Some(b)
+        Some(b.clone())
+    );
+    // Only the holder releases a name; then anyone may take it.
+    assert!(!n1.presence.release_name(&short_key, &a).await.unwrap());
+    assert!(n1.presence.release_name(&short_key, &b).await.unwrap());
+    assert!(!n2.presence.release_name(&short_key, &b).await.unwrap());
+    assert_eq!(
+        n2.presence.claim_name(&short_key, &a, long).await.unwrap(),
+        None
     );
 }
 

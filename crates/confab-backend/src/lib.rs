@@ -141,6 +141,10 @@ pub trait Presence: Send + Sync + 'static {
         hold: std::time::Duration,
     ) -> Result<Option<String>, BackendError>;
 
+    /// Give up the display-name key `key` if `user` holds it (sign-out); true if
+    /// it was released.
+    async fn release_name(&self, key: &str, user: &str) -> Result<bool, BackendError>;
+
     /// The cluster's shared secret named `name`: the first `proposed` value stored
     /// under that name wins, and every later call anywhere returns it (so every
     /// gateway signs and verifies guest identities with the same key).

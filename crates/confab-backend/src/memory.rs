@@ -641,6 +641,18 @@ impl Presence for MemoryNode {
         Ok(None)
     }
 
+    async fn release_name(&self, key: &str, user: &str) -> Result<bool, BackendError> {
+        let mut p = self.hub.presence.lock();
+        let held = p
+            .claims
+            .get(key)
+            .is_some_and(|(holder, until)| holder == user && *until > Instant::now());
+        if held {
+            p.claims.remove(key);
+        }
+        Ok(held)
+    }
+
     async fn shared_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, BackendError> {
         let mut p = self.hub.presence.lock();
         Ok(p.secrets

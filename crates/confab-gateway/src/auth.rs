@@ -259,6 +259,19 @@ impl Auth {
         }
     }
 
+    /// `POST /api/signout` with the token: the identity gives up its display name
+    /// now (instead of after the hold), so it can be picked again. Returns whether
+    /// a name was released. Tokens themselves stay valid until they expire.
+    pub async fn sign_out(&self, token: &str, presence: &dyn Presence) -> Result<bool, ChatError> {
+        let Some(verifier) = &self.verifier else {
+            return Ok(false);
+        };
+        let user = self.verify(verifier, token)?;
+        Ok(presence
+            .release_name(&validate::name_key(&user.name), &user.id)
+            .await?)
+    }
+
     /// `POST /api/guest {name}`: a new guest identity holding `name`.
     pub async fn guest(
         &self,

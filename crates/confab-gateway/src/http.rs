@@ -65,6 +65,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/guest", post(guest))
         .route("/api/auth", get(auth_info))
+        .route("/api/signout", post(sign_out))
         .nest("/vendor/socket.io", vendor)
         .merge(ui)
         .layer(static_headers)
@@ -122,6 +123,30 @@ async fn guest(
     }
     match shared.auth.guest(name, shared.presence.as_ref()).await {
         Ok(grant) => (StatusCode::OK, Json(grant)).into_response(),
+        Err(e) => api_error(e),
+    }
+}
+
+/// `POST /api/signout` with `Authorization: Bearer <token>` → `{released}`: the
+/// user's display name is free again at once.
+async fn sign_out(
+    State(shared): State<Arc<Shared>>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(token) =
+        token.filter(|t| !t.is_empty() && t.len() <= confab_core::protocol::TOKEN_MAX_LEN)
+    else {
+        return api_error(ChatError::new(
+            ErrorCode::Unauthorized,
+            "send the token as Authorization: Bearer <token>",
+        ));
+    };
+    match shared.auth.sign_out(token, shared.presence.as_ref()).await {
+        Ok(released) => (StatusCode::OK, Json(json!({ "released": released }))).into_response(),
         Err(e) => api_error(e),
     }
 }

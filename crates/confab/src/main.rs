@@ -57,6 +57,26 @@ enum Cmd {
     /// Mint a token with the configured key (for an existing login system, and
     /// tests): prints it on stdout.
     Token(TokenArgs),
+    /// Grant or revoke a role (`admin`, `moderator`) stored in the cluster's Redis;
+    /// it applies from the user's next connection. (Embedded mode: put roles in
+    /// tokens instead, `confab token --role`.)
+    Role(RoleArgs),
+}
+
+#[derive(Args, Clone, Debug)]
+struct RoleArgs {
+    /// The Redis of the cluster.
+    #[arg(long = "redis", env = "CONFAB_REDIS_URL")]
+    redis_url: String,
+    /// The user id.
+    #[arg(long)]
+    user: String,
+    /// Role to grant.
+    #[arg(long, required_unless_present = "revoke", conflicts_with = "revoke")]
+    grant: Option<String>,
+    /// Role to revoke.
+    #[arg(long)]
+    revoke: Option<String>,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -305,6 +325,7 @@ fn main() -> std::process::ExitCode {
     let args = match cli.cmd {
         Some(Cmd::Serve(a)) => *a,
         Some(Cmd::Token(t)) => return mint(t),
+        Some(Cmd::Role(r)) => return role(r),
         None => cli.serve,
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
@@ -353,6 +374,47 @@ fn mint(t: TokenArgs) -> std::process::ExitCode {
         }
         Err(e) => {
             eprintln!("confab token: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `confab role`: change a role stored in Redis.
+fn role(r: RoleArgs) -> std::process::ExitCode {
+    use confab_backend::Access;
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("confab role: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result: Result<String, String> = rt.block_on(async {
+        let (node, _events) = RedisNode::connect(&r.redis_url, RedisConfig::default())
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+        let (role, on) = match (&r.grant, &r.revoke) {
+            (Some(g), _) => (g.clone(), true),
+            (None, Some(v)) => (v.clone(), false),
+            (None, None) => return Err("give --grant ROLE or --revoke ROLE".into()),
+        };
+        let done = node.set_role(&r.user, &role, on).await;
+        let roles = node.roles(&r.user).await;
+        let _ = node.shutdown().await;
+        done.map_err(|e| e.to_string())?;
+        let roles = roles.map_err(|e| e.to_string())?;
+        Ok(format!("{}: roles [{}]", r.user, roles.join(", ")))
+    });
+    match result {
+        Ok(line) => {
+            println!("{line}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("confab role: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -934,6 +934,14 @@ impl Presence for RedisNode {
         Ok((!holder.is_empty()).then_some(holder))
     }
 
+    async fn release_name(&self, key: &str, user: &str) -> Result<bool, BackendError> {
+        let s = &self.shared;
+        let mut inv = scripts::RELEASE_NAME.prepare_invoke();
+        inv.key(s.keys.name_claim(key)).arg(user);
+        let n: i64 = s.invoke(&inv).await?;
+        Ok(n == 1)
+    }
+
     async fn shared_secret(&self, name: &str, proposed: &[u8]) -> Result<Vec<u8>, BackendError> {
         let s = &self.shared;
         let key = s.keys.secret(name);

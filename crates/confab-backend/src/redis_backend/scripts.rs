@@ -318,3 +318,16 @@ return 1
 "#,
     )
 });
+
+/// Release a display-name key if `ARGV[1]` holds it. `KEYS[1]` the claim key.
+/// Returns 1 if released.
+pub(crate) static RELEASE_NAME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#,
+    )
+});
