@@ -67,6 +67,10 @@ test("a message sent through gateway 1 reaches members on 2 and 3 exactly once, 
   for (const [who, list] of Object.entries(got)) {
     const ids = list.filter((m) => m.room === room).map((m) => m.id);
     assert.deepEqual(ids, sent, `${who} sees every message once, in order`);
+    for (const m of list.filter((x) => x.room === room)) {
+      assert.deepEqual(Object.keys(m), ["id", "room", "from", "fromId", "text", "ts"], `${who}: message keys ${JSON.stringify(m)}`);
+      assert.deepEqual([m.from, m.fromId], ["alice", "alice"], `${who}: sender name and id`);
+    }
   }
   const hist = await call(carol, "message:history", { room, limit: 100 });
   assert.deepEqual(hist.messages.map((m) => m.id), sent);
@@ -78,27 +82,39 @@ test("user list and room presence are cluster-wide; DMs and typing cross gateway
   const dan = await client(gw[0].url, "dan");
   await join(dan, room);
   const joined = new Set();
-  dan.on("room:presence", (p) => p.room === room && p.joined.forEach((n) => joined.add(n)));
+  const presences = [];
+  dan.on("room:presence", (p) => {
+    if (p.room !== room) return;
+    presences.push(p);
+    p.joined.forEach((n) => joined.add(n));
+  });
   const erin = await client(gw[1].url, "erin");
   const frank = await client(gw[2].url, "frank");
   await join(erin, room);
   await join(frank, room);
   await eventually(() => joined.has("erin") && joined.has("frank"), 3000, "presence from other gateways");
+  // Every push carries the ids beside the names, in the same order (open mode: id = name).
+  for (const p of presences) {
+    assert.deepEqual(Object.keys(p).sort(), ["joined", "joinedIds", "left", "leftIds", "room"], JSON.stringify(p));
+    assert.deepEqual([p.joinedIds, p.leftIds], [p.joined, p.left], JSON.stringify(p));
+  }
   const users = await call(dan, "users:list", { room });
-  assert.deepEqual(users.users.map((u) => u.name), ["dan", "erin", "frank"]);
+  assert.deepEqual(users.users, ["dan", "erin", "frank"].map((n) => ({ id: n, name: n, connections: 1 })));
   const all = await call(frank, "users:list", {});
-  for (const n of ["dan", "erin", "frank"]) assert.ok(all.users.some((u) => u.name === n), n);
+  for (const n of ["dan", "erin", "frank"]) assert.deepEqual(all.users.find((u) => u.id === n), { id: n, name: n, connections: 1 }, n);
 
   const dm = waitFor(frank, "dm:new", (m) => m.text === "psst");
   const ack = await call(dan, "dm:send", { to: "frank", text: "psst" });
   assert.equal(ack.ok, true, JSON.stringify(ack));
+  assert.deepEqual(ack.message, { id: ack.message.id, from: "dan", fromId: "dan", to: "frank", text: "psst", ts: ack.message.ts });
+  assert.deepEqual(Object.keys(ack.message), ["id", "from", "fromId", "to", "text", "ts"], "DM key order");
   assert.deepEqual(await dm, ack.message);
   const hist = await call(frank, "dm:history", { with: "dan" });
   assert.deepEqual(hist.messages.map((m) => m.id), [ack.message.id]);
 
   const typing = waitFor(dan, "typing", (t) => t.user === "erin" && t.typing === true);
   await call(erin, "typing", { room, typing: true });
-  assert.deepEqual(await typing, { room, user: "erin", typing: true });
+  assert.deepEqual(await typing, { room, user: "erin", userId: "erin", typing: true });
 });
 
 test("offline inbox across gateways: DMs sent through gateway 1 to an offline user are unread in its next session on gateways 2 and 3, in dm:history, and dm:read clears them on all its sockets", async () => {
@@ -111,14 +127,14 @@ test("offline inbox across gateways: DMs sent through gateway 1 to an offline us
   const a = await client(gw[0].url, alice);
   const c = await client(gw[0].url, carol);
   once.close();
-  await eventually(async () => !(await call(a, "users:list", {})).users.some((u) => u.name === bob), 3000, "bob offline");
+  await eventually(async () => !(await call(a, "users:list", {})).users.some((u) => u.id === bob), 3000, "bob offline");
   const aliceReads = collect(a, "dm:read");
 
   const fromAlice = [];
   for (let i = 0; i < 3; i++) {
     const ack = await call(a, "dm:send", { to: bob, text: `while you were out ${i}`, clientId: `inbox-${i}` });
     assert.equal(ack.ok, true, JSON.stringify(ack));
-    assert.deepEqual([ack.message.from, ack.message.to], [alice, bob]);
+    assert.deepEqual([ack.message.from, ack.message.fromId, ack.message.to], [alice, alice, bob]);
     fromAlice.push(ack.message);
   }
   const fromCarol = await call(c, "dm:send", { to: bob, text: "call me" });
@@ -128,7 +144,8 @@ test("offline inbox across gateways: DMs sent through gateway 1 to an offline us
   const b2 = await client(gw[1].url, bob);
   const b3 = await client(gw[2].url, bob);
   for (const b of [b2, b3]) {
-    assert.deepEqual(b.session, { user: { name: bob }, rooms: ["general"], unread: { [alice]: 3, [carol]: 1 } }, "session of bob");
+    // unread is keyed by the senders' user ids (= names in open mode)
+    assert.deepEqual(b.session, { user: { id: bob, name: bob, roles: [] }, rooms: ["general"], unread: { [alice]: 3, [carol]: 1 } }, "session of bob");
   }
   const hist = await call(b3, "dm:history", { with: alice });
   assert.deepEqual(hist, { ok: true, with: alice, messages: fromAlice, hasMore: false });
@@ -173,8 +190,9 @@ test("room sharding: a gateway without members of a room is not subscribed to it
 
 /**
  * The running gateways that hold a connection of user `name`: each gateway keeps the
- * presence it added in Redis (`confab:gw:<id>:conns`, field `u:<name>` = its number of
- * connections of that user), which is what the others reap when it dies.
+ * presence it added in Redis (`confab:gw:<id>:conns`, field `u:<user id>` = its number of
+ * connections of that user), which is what the others reap when it dies. In open mode
+ * (these gateways) the user id is the name.
  */
 async function whereIs(name) {
   const on = [];
@@ -326,10 +344,15 @@ test("kill -9 a gateway: its users leave presence within the TTL; a client on it
   const watcher = await client(gw[0].url, "watcher");
   await join(watcher, room);
   const left = new Set();
-  watcher.on("room:presence", (p) => p.room === room && p.left.forEach((n) => left.add(n)));
+  const leftIds = new Set();
+  watcher.on("room:presence", (p) => {
+    if (p.room !== room) return;
+    p.left.forEach((n) => left.add(n));
+    p.leftIds.forEach((n) => leftIds.add(n));
+  });
   const ghost = await client(victim.url, "ghost");
   await join(ghost, room);
-  await eventually(async () => (await call(watcher, "users:list", { room })).users.some((u) => u.name === "ghost"), 3000, "ghost present");
+  await eventually(async () => (await call(watcher, "users:list", { room })).users.some((u) => u.id === "ghost"), 3000, "ghost present");
 
   // The roamer goes through nginx with a route cookie that lands on the victim. It
   // waits 1 s before reconnecting, so messages sent right after the kill are sent
@@ -360,10 +383,11 @@ test("kill -9 a gateway: its users leave presence within the TTL; a client on it
     outage.push({ id, at: Date.now() });
   }
 
-  await eventually(async () => !(await call(watcher, "users:list", { room })).users.some((u) => u.name === "ghost"), TTL_MS * 3 + 2000, "ghost removed from presence");
+  await eventually(async () => !(await call(watcher, "users:list", { room })).users.some((u) => u.id === "ghost"), TTL_MS * 3 + 2000, "ghost removed from presence");
   const removedAfter = Date.now() - killedAt;
   assert.ok(removedAfter <= TTL_MS * 3 + 2000, `removed after ${removedAfter} ms`);
   await eventually(() => left.has("ghost"), 3000, "room:presence left for ghost");
+  assert.ok(leftIds.has("ghost"), "room:presence leftIds lists ghost's id too");
 
   // The roamer reconnected on its own, through nginx, to a live gateway, and resumed.
   await eventually(() => roamer.ready && roamer.joins.length === 2, 10000, "roamer resumed");
@@ -478,7 +502,7 @@ test("SIGTERM drains the sender's gateway: every send is acked exactly once (fai
   for (const s of [sender, roamer]) assert.ok(s.disconnects.includes("transport close"), `disconnect reasons: ${s.disconnects}`);
   // The pinned client's presence went with the drain, long before a reaper could.
   const users = await call(watcher, "users:list", { room });
-  assert.ok(!users.users.some((u) => u.name === "drain-pinned"), JSON.stringify(users.users));
+  assert.ok(!users.users.some((u) => u.id === "drain-pinned"), JSON.stringify(users.users));
 
   await sending;
   const failed = attempts.filter((a) => a.code !== "ok");
@@ -489,6 +513,7 @@ test("SIGTERM drains the sender's gateway: every send is acked exactly once (fai
     assert.equal(m.clientId, `drain-${i}`);
     assert.equal(m.text, `d${i}`);
     assert.equal(m.from, "drain-sender");
+    assert.equal(m.fromId, "drain-sender");
   });
   const ids = acked.map((m) => m.id);
   for (let i = 1; i < N; i++) assert.ok(cmpId(ids[i - 1], ids[i]) < 0, `acked ids in send order at ${i}`);

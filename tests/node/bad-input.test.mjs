@@ -43,7 +43,10 @@ function ask(event, payload, timeoutMs = 5000) {
   return payload === NONE ? callNoPayload(u, event, timeoutMs) : call(u, event, payload, timeoutMs);
 }
 
-// [label, event, payload | NONE | () => payload, expected code]
+// The refusal of a malformed user id (dm:send `to`, dm:history / dm:read `with`).
+const BAD_ID = "user id must be 1-128 visible characters";
+
+// [label, event, payload | NONE | () => payload, expected code, expected message?]
 const cases = [
   ["message:send payload is a string", "message:send", "hello", "bad_request"],
   ["message:send payload is a number", "message:send", 42, "bad_request"],
@@ -99,15 +102,26 @@ const cases = [
   ["message:history limit 201", "message:history", () => ({ room: R, limit: 201 }), "bad_request"],
   ["message:history limit '10'", "message:history", () => ({ room: R, limit: "10" }), "bad_request"],
   ["message:history room invalid", "message:history", { room: "Nope Nope" }, "invalid_room"],
-  ["dm:send to a name that never connected", "dm:send", () => ({ to: uname("gone"), text: "hi" }), "user_not_found"],
-  ["dm:send to an invalid name", "dm:send", { to: "bad name", text: "hi" }, "invalid_name"],
-  ["dm:send to a 33-char name", "dm:send", { to: "x".repeat(33), text: "hi" }, "invalid_name"],
+  ["dm:send to a user id that never connected", "dm:send", () => ({ to: uname("gone"), text: "hi" }), "user_not_found"],
+  // ids are looser than names: any 1-128 visible characters
+  ["dm:send to 'a<b' (a valid id, never connected)", "dm:send", { to: "a<b", text: "hi" }, "user_not_found"],
+  ["dm:send to a 33-char id (valid, never connected)", "dm:send", { to: "x".repeat(33), text: "hi" }, "user_not_found"],
+  ["dm:send to a 128-char id (valid, never connected)", "dm:send", { to: "y".repeat(128), text: "hi" }, "user_not_found"],
+  ["dm:send to an id with a space", "dm:send", { to: "ali ce", text: "hi" }, "invalid_name", BAD_ID],
+  ["dm:send to an id of 129 chars", "dm:send", { to: "x".repeat(129), text: "hi" }, "invalid_name", BAD_ID],
+  ["dm:send to an empty id", "dm:send", { to: "", text: "hi" }, "invalid_name", BAD_ID],
+  ["dm:send to an id with a zero-width space", "dm:send", { to: "al\u200Bice", text: "hi" }, "invalid_name", BAD_ID],
+  ["dm:send to an id with a control character", "dm:send", { to: "a\u0007b", text: "hi" }, "invalid_name", BAD_ID],
   ["dm:send to wrong type", "dm:send", { to: 5, text: "hi" }, "bad_request"],
   ["dm:send text empty", "dm:send", () => ({ to: otherName, text: "" }), "invalid_text"],
   ["dm:send text with \\u0000", "dm:send", () => ({ to: otherName, text: "\u0000" }), "invalid_text"],
   ["dm:send clientId of 65 chars", "dm:send", () => ({ to: otherName, text: "hi", clientId: "d".repeat(65) }), "bad_request"],
   ["dm:send payload a string", "dm:send", "hi", "bad_request"],
-  ["dm:history with an invalid name", "dm:history", { with: "<script>" }, "invalid_name"],
+  ["dm:history with an id with a space", "dm:history", { with: "bad id" }, "invalid_name", BAD_ID],
+  ["dm:history with an id of 129 chars", "dm:history", { with: "h".repeat(129) }, "invalid_name", BAD_ID],
+  ["dm:history with an id with a bidi override", "dm:history", { with: "a\u202Eb" }, "invalid_name", BAD_ID],
+  ["dm:read with an id with a space", "dm:read", { with: "bad id", upTo: "1-1" }, "invalid_name", BAD_ID],
+  ["dm:read with an id of 129 chars", "dm:read", { with: "r".repeat(129), upTo: "1-1" }, "invalid_name", BAD_ID],
   ["dm:history before '1-2-3'", "dm:history", () => ({ with: otherName, before: "1-2-3" }), "bad_request"],
   ["dm:history limit 201", "dm:history", () => ({ with: otherName, limit: 201 }), "bad_request"],
   ["typing with typing:'yes'", "typing", () => ({ room: R, typing: "yes" }), "bad_request"],
@@ -123,11 +137,12 @@ const cases = [
   ["binary attachment inside the payload", "message:send", () => ({ room: R, text: "hi", file: Buffer.from([1, 2, 3]) }), "bad_request"],
 ];
 
-for (const [label, event, payload, code] of cases) {
+for (const [label, event, payload, code, message] of cases) {
   test(`${label} → ${code}`, T, async () => {
     const p = typeof payload === "function" ? payload() : payload;
     const ack = await ask(event, p);
     assertError(ack, code, label);
+    if (message !== undefined) assert.equal(ack.error.message, message, label);
     assert.equal(u.connected, true, "socket still connected after the bad request");
   });
 }
@@ -154,6 +169,10 @@ test("boundaries that are valid: text of exactly 4000 chars; text with \\n and \
   assert.deepEqual(hist.messages, [m1, m2, m3, m4, m5]);
 });
 
+test("dm:history with '<script>' (a valid id nobody holds) is an empty history, not an error", T, async () => {
+  assert.deepEqual(await ask("dm:history", { with: "<script>" }), { ok: true, with: "<script>", messages: [], hasMore: false });
+});
+
 test("unknown event without an ack → error push", T, async () => {
   const got = waitFor(u, "error", (e) => e?.event === "no:such-event", 3000);
   u.emit("no:such-event", {});
@@ -170,6 +189,7 @@ test("no ack: bad payloads produce error pushes with the right event and code", 
   const byEvent = Object.fromEntries(errs.map((e) => [e.event, e]));
   assertErrorPush(byEvent["message:send"], "message:send", "bad_request");
   assertErrorPush(byEvent["dm:send"], "dm:send", "invalid_name");
+  assert.equal(byEvent["dm:send"].error.message, BAD_ID);
   assertErrorPush(byEvent["typing"], "typing", "bad_request");
 });
 

@@ -1,4 +1,5 @@
-// dm:send, dm:new fan-out to both users' tabs, dm:history, DM privacy.
+// dm:send, dm:new fan-out to both users' tabs, dm:history, DM privacy. DMs are addressed by
+// user id (`to`, `with`); in open mode (these suites) the id is the name.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import {
@@ -12,6 +13,7 @@ import {
   assertOk,
   assertError,
   assertDm,
+  DM_KEYS,
   assertIncreasing,
   T,
 } from "./lib.mjs";
@@ -79,6 +81,11 @@ test("dm ids increase per conversation; dm:history pages backwards over the pair
 
   const full = await call(a1, "dm:history", { with: bn });
   assert.deepEqual(full, { ok: true, with: bn, messages: sentAB, hasMore: false });
+  // stored DMs keep the wire key order (id, from, fromId, to, text, ts, clientId?)
+  for (const m of full.messages) {
+    const keys = "clientId" in m ? [...DM_KEYS, "clientId"] : DM_KEYS;
+    assert.deepEqual(Object.keys(m), keys, `dm:history message keys: ${JSON.stringify(m)}`);
+  }
   const fromB = await call(b1, "dm:history", { with: an });
   assert.deepEqual(fromB, { ok: true, with: an, messages: sentAB, hasMore: false });
 
@@ -97,13 +104,13 @@ test("DM privacy: a third party's dm:history with either party shows only its ow
   const withA = await call(c, "dm:history", { with: an });
   assert.deepEqual(withA, { ok: true, with: an, messages: [], hasMore: false });
   const withB = assertOk(await call(c, "dm:history", { with: bn }));
-  assert.ok(withB.messages.every((m) => m.from === cn || m.to === cn), "only c's own messages");
+  assert.ok(withB.messages.every((m) => m.fromId === cn || m.to === cn), "only c's own messages");
   assert.ok(withB.messages.every((m) => !sentAB.some((x) => x.id === m.id && x.text === m.text)));
   // the inbox of c holds only c's own conversation
-  assert.ok(inbox.get(c).every((m) => m.from === cn || m.to === cn), JSON.stringify(inbox.get(c)));
+  assert.ok(inbox.get(c).every((m) => m.fromId === cn || m.to === cn), JSON.stringify(inbox.get(c)));
 });
 
-test("dm:history with an offline-but-valid name is empty, not an error", T, async () => {
+test("dm:history with an offline-but-valid id is empty, not an error", T, async () => {
   const r = await call(a1, "dm:history", { with: uname("ghost") });
   assert.deepEqual(r.ok, true);
   assert.deepEqual(r.messages, []);
@@ -123,7 +130,7 @@ test("dm:send to yourself: a note to self, each of your sockets gets it once", T
   assert.deepEqual(hist, { ok: true, with: an, messages: [m], hasMore: false });
 });
 
-test("dm:send to a name that never connected → user_not_found", T, async () => {
+test("dm:send to a user id that never connected → user_not_found", T, async () => {
   assertError(await call(a1, "dm:send", { to: uname("never"), text: "anyone?" }), "user_not_found");
 });
 
@@ -131,7 +138,9 @@ test("offline inbox: DMs to a known offline user are kept, counted as unread in 
   const en = uname("inbox");
   const e = await h.connect(en);
   await h.close(e);
-  const sender = a1.session.user.name;
+  // unread counts are keyed by the sender's user id (the name, in open mode)
+  const sender = a1.session.user.id;
+  assert.equal(sender, an);
   const first = assertOk(await call(a1, "dm:send", { to: en, text: "while you were out 1" }));
   const second = assertOk(await call(a1, "dm:send", { to: en, text: "while you were out 2" }));
   // Back online with two tabs: the session says what is unread.
@@ -151,7 +160,7 @@ test("offline inbox: DMs to a known offline user are kept, counted as unread in 
   assertError(await call(a1, "dm:read", { with: en }), "bad_request");
 });
 
-test("dm:send with NFC-equivalent recipient name reaches the user", T, async () => {
+test("dm:send with an NFC-equivalent recipient id reaches the user", T, async () => {
   const base = uname("nf");
   const decomposed = `Jose\u0301${base}`;
   const nfc = decomposed.normalize("NFC");

@@ -1,16 +1,17 @@
-// Handshake: name rule, NFC normalisation, session event, tabs, access key.
+// Handshake: name rule, NFC normalisation, session event, tabs; `--auth guest` refuses
+// name-only and malformed-token handshakes (the full auth suite is auth.test.mjs).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Harness, call, callNoPayload, uname, assertOk, T } from "./lib.mjs";
+import { Harness, call, callNoPayload, uname, assertOk, assertSession, T } from "./lib.mjs";
 
 const h = new Harness();
-const keyed = new Harness(["--access-key", "sekret"]);
+const guest = new Harness(["--auth", "guest"]);
 
 before(async () => {
-  await Promise.all([h.start(), keyed.start()]);
+  await Promise.all([h.start(), guest.start()]);
 });
 after(async () => {
-  await Promise.all([h.stop(), keyed.stop()]);
+  await Promise.all([h.stop(), guest.stop()]);
 });
 
 function assertCode(err, code) {
@@ -27,10 +28,16 @@ async function userEntry(socket, name, payload) {
   return ack.users.find((u) => u.name === name);
 }
 
-test("valid name gets session {user:{name}, rooms:['general']}", T, async () => {
+/** users:list entry by id (open mode: the id is the name). */
+async function userEntryById(socket, id, payload) {
+  const ack = assertOk(payload === undefined ? await callNoPayload(socket, "users:list") : await call(socket, "users:list", payload));
+  return ack.users.find((u) => u.id === id);
+}
+
+test("valid name gets session {user:{id, name, roles:[]}, rooms:['general'], unread:{}}", T, async () => {
   const name = uname("hs");
   const s = await h.connect(name);
-  assert.deepEqual(s.session, { user: { name }, rooms: ["general"], unread: {} });
+  assertSession(s.session, name);
   assert.equal(s.connected, true);
 });
 
@@ -38,13 +45,13 @@ test("name of exactly 32 characters is accepted", T, async () => {
   const name = ("n" + uname("l")).padEnd(32, "z");
   assert.equal(name.length, 32);
   const s = await h.connect(name);
-  assert.deepEqual(s.session, { user: { name }, rooms: ["general"], unread: {} });
+  assertSession(s.session, name);
 });
 
 test("names with '_', '.', '-' and digits are accepted", T, async () => {
   const name = `a_b.c-9_${uname("p")}`.slice(0, 32);
   const s = await h.connect(name);
-  assert.deepEqual(s.session, { user: { name }, rooms: ["general"], unread: {} });
+  assertSession(s.session, name);
 });
 
 test("missing auth is refused with invalid_name", T, async () => {
@@ -65,6 +72,9 @@ const badNames = [
   ["non-string name (boolean)", true],
   ["non-string name (array)", ["alice"]],
   ["non-string name (null)", null],
+  ["name with a zero-width space (U+200B)", "al\u200Bice"],
+  ["name that is a Hangul filler (U+3164)", "\u3164"],
+  ["name with a bidi override (U+202E)", "a\u202Eb"],
 ];
 for (const [label, name] of badNames) {
   test(`refused: ${label} → invalid_name`, T, async () => {
@@ -79,10 +89,11 @@ test("NFC normalisation: decomposed 'Jose\\u0301' becomes 'José'", T, async () 
   const nfc = decomposed.normalize("NFC");
   assert.notEqual(decomposed, nfc);
   const s = await h.connect(decomposed);
-  assert.deepEqual(s.session, { user: { name: nfc }, rooms: ["general"], unread: {} });
+  assertSession(s.session, nfc);
   const entry = await userEntry(s, nfc);
-  assert.deepEqual(entry, { name: nfc, connections: 1 });
+  assert.deepEqual(entry, { id: nfc, name: nfc, connections: 1 });
   assert.equal(await userEntry(s, decomposed), undefined, "the decomposed form must not be listed");
+  assert.equal(await userEntryById(s, decomposed), undefined, "the decomposed form must not be listed as an id");
 });
 
 test("NFC normalisation happens before the length check (32 decomposed é = 64 code points)", T, async () => {
@@ -90,13 +101,13 @@ test("NFC normalisation happens before the length check (32 decomposed é = 64 c
   const nfc = decomposed.normalize("NFC");
   assert.equal([...nfc].length, 32);
   const s = await h.connect(decomposed);
-  assert.deepEqual(s.session, { user: { name: nfc }, rooms: ["general"], unread: {} });
+  assertSession(s.session, nfc);
 });
 
 for (const name of ["Zoë", "李雷", "Ωmega_1.x-y", "user\u0663"]) {
   test(`unicode name ${JSON.stringify(name)} is accepted`, T, async () => {
     const s = await h.connect(name);
-    assert.deepEqual(s.session, { user: { name }, rooms: ["general"], unread: {} });
+    assertSession(s.session, name);
     await h.close(s);
   });
 }
@@ -105,10 +116,10 @@ test("two connections with the same name both work; users:list shows connections
   const name = uname("tab");
   const a = await h.connect(name);
   const b = await h.connect(name);
-  assert.deepEqual(a.session, { user: { name }, rooms: ["general"], unread: {} });
-  assert.deepEqual(b.session, { user: { name }, rooms: ["general"], unread: {} });
-  assert.deepEqual(await userEntry(a, name), { name, connections: 2 });
-  assert.deepEqual(await userEntry(b, name, { room: "general" }), { name, connections: 2 });
+  assertSession(a.session, name);
+  assertSession(b.session, name);
+  assert.deepEqual(await userEntry(a, name), { id: name, name, connections: 2 });
+  assert.deepEqual(await userEntry(b, name, { room: "general" }), { id: name, name, connections: 2 });
   // both tabs are functional
   assertOk(await call(a, "room:list", {}));
   assertOk(await call(b, "room:list", {}));
@@ -120,7 +131,7 @@ test("two connections with the same name both work; users:list shows connections
     if (entry?.connections === 1) break;
     await new Promise((r) => setTimeout(r, 100));
   }
-  assert.deepEqual(entry, { name, connections: 1 });
+  assert.deepEqual(entry, { id: name, name, connections: 1 });
 });
 
 test("names are case-sensitive: 'Case…' and 'case…' are two users", T, async () => {
@@ -129,43 +140,36 @@ test("names are case-sensitive: 'Case…' and 'case…' are two users", T, async
   const lower = `c${base}`;
   const a = await h.connect(upper);
   const b = await h.connect(lower);
-  assert.equal(a.session.user.name, upper);
-  assert.equal(b.session.user.name, lower);
-  assert.deepEqual(await userEntry(a, upper), { name: upper, connections: 1 });
-  assert.deepEqual(await userEntry(a, lower), { name: lower, connections: 1 });
+  assertSession(a.session, upper);
+  assertSession(b.session, lower);
+  assert.deepEqual(await userEntry(a, upper), { id: upper, name: upper, connections: 1 });
+  assert.deepEqual(await userEntry(a, lower), { id: lower, name: lower, connections: 1 });
 });
 
-test("--access-key: no key → unauthorized", T, async () => {
-  const err = await keyed.expectRefused({ auth: { name: uname("k") } });
+test("--auth guest: a bare {name} handshake (no token) → unauthorized", T, async () => {
+  const err = await guest.expectRefused({ auth: { name: uname("g") } });
   assertCode(err, "unauthorized");
 });
 
-test("--access-key: wrong key → unauthorized", T, async () => {
-  const err = await keyed.expectRefused({ auth: { name: uname("k"), key: "wrong" } });
+test("--auth guest: a non-string token → unauthorized", T, async () => {
+  const err = await guest.expectRefused({ auth: { token: 123 } });
   assertCode(err, "unauthorized");
 });
 
-test("--access-key: non-string key → unauthorized", T, async () => {
-  const err = await keyed.expectRefused({ auth: { name: uname("k"), key: 12345 } });
+test("--auth guest: a token over 8192 bytes → unauthorized", T, async () => {
+  const err = await guest.expectRefused({ auth: { token: "x".repeat(9000) } });
   assertCode(err, "unauthorized");
 });
 
-test("--access-key: right key → session", T, async () => {
-  const name = uname("k");
-  const s = await keyed.connect(name, { auth: { name, key: "sekret" } });
-  assert.deepEqual(s.session, { user: { name }, rooms: ["general"], unread: {} });
-  assertOk(await call(s, "room:join", { room: "general" }));
-});
-
-test("server without --access-key ignores a key field", T, async () => {
+test("open-mode server ignores an unknown auth field (e.g. an old `key`)", T, async () => {
   const name = uname("k");
   const s = await h.connect(name, { auth: { name, key: "whatever" } });
-  assert.deepEqual(s.session, { user: { name }, rooms: ["general"], unread: {} });
+  assertSession(s.session, name);
 });
 
 test("server is still running after all refused handshakes", T, async () => {
   assert.ok(h.alive());
-  assert.ok(keyed.alive());
+  assert.ok(guest.alive());
   const s = await h.connect(uname("end"));
   assertOk(await call(s, "room:join", { room: "general" }));
 });

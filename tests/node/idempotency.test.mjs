@@ -1,6 +1,7 @@
 // Idempotent sends: resending with the same clientId (a retry after a lost ack or a
 // reconnect, from any tab of the user) returns the original message and nothing is
-// stored or delivered twice.
+// stored or delivered twice. Room messages are keyed by (room, user, clientId): the
+// same clientId in another room is a new message there.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { Harness, FAST, call, collect, sleep, uname, uroom, assertOk, join, cmpId, T } from "./lib.mjs";
@@ -38,6 +39,33 @@ test("message:send with a repeated clientId returns the original, stored and del
   assert.deepEqual(hist.messages.map((m) => m.id), [first.message.id, theirs.message.id]);
 });
 
+test("message:send: the same clientId in another room is a new message there; retries in each room return that room's original", T, async () => {
+  const [r1, r2] = [uroom("idx"), uroom("idy")];
+  const name = uname("idc");
+  const tab1 = await h.connect(name);
+  const tab2 = await h.connect(name);
+  const other = await h.connect(uname("idd"));
+  for (const s of [tab1, tab2, other]) {
+    await join(s, r1);
+    await join(s, r2);
+  }
+  const seen = collect(other, "message:new");
+  const inR1 = assertOk(await call(tab1, "message:send", { room: r1, text: "same key", clientId: "x-7" })).message;
+  const inR2 = assertOk(await call(tab1, "message:send", { room: r2, text: "same key", clientId: "x-7" })).message;
+  // (Ids are per room: the two may even share an id; the room tells them apart.)
+  assert.equal(inR1.room, r1);
+  assert.equal(inR2.room, r2, "a new message in the second room, not the first room's original");
+  assert.deepEqual(inR2, { ...inR1, id: inR2.id, room: r2, ts: inR2.ts }, "same sender, text and clientId");
+  // Retries (from either tab) return each room's own original.
+  assert.deepEqual(assertOk(await call(tab2, "message:send", { room: r1, text: "same key", clientId: "x-7" })).message, inR1);
+  assert.deepEqual(assertOk(await call(tab2, "message:send", { room: r2, text: "same key", clientId: "x-7" })).message, inR2);
+  // Each room stores and delivers its message once.
+  assert.deepEqual(assertOk(await call(other, "message:history", { room: r1 })).messages, [inR1]);
+  assert.deepEqual(assertOk(await call(other, "message:history", { room: r2 })).messages, [inR2]);
+  await sleep(300);
+  assert.deepEqual(seen.filter((m) => m.room === r1 || m.room === r2), [inR1, inR2], "each delivered once");
+});
+
 test("dm:send with a repeated clientId returns the original DM, delivered once", T, async () => {
   const a = await h.connect(uname("dma"));
   const bName = uname("dmb");
@@ -48,7 +76,7 @@ test("dm:send with a repeated clientId returns the original DM, delivered once",
   assert.deepEqual(retry.message, first.message);
   await sleep(300);
   assert.equal(got.length, 1);
-  const hist = assertOk(await call(b, "dm:history", { with: a.session.user.name }));
+  const hist = assertOk(await call(b, "dm:history", { with: a.session.user.id }));
   assert.equal(hist.messages.length, 1);
 });
 
@@ -114,7 +142,7 @@ test("idempotency window: dm:send resent with the same clientId returns the orig
   assert.deepEqual(r.fresh, { ...r.first, id: r.fresh.id, ts: r.fresh.ts }, "the same text and clientId, a new id");
   assert.ok(cmpId(r.first.id, r.fresh.id) < 0);
   assert.deepEqual(assertOk(await call(a, "dm:send", payload)).message, r.fresh);
-  const hist = assertOk(await call(b, "dm:history", { with: a.session.user.name }));
+  const hist = assertOk(await call(b, "dm:history", { with: a.session.user.id }));
   assert.deepEqual(hist.messages, [r.first, r.fresh]);
   await sleep(200);
   assert.deepEqual(got, [r.first, r.fresh], "each delivered once");

@@ -25,6 +25,20 @@ export function uroom(prefix = "r") {
   return `${prefix}-${counter}-${RUN}`;
 }
 
+/**
+ * The exact `session` push of a fresh `open`-mode connection (the id is the name; no
+ * roles; no `expiresAt`, open identities do not expire).
+ */
+export function openSession(name, { rooms = ["general"], unread = {}, id = name } = {}) {
+  return { user: { id, name, roles: [] }, rooms, unread };
+}
+
+/** Assert an `open`-mode `session` push exactly (see openSession). */
+export function assertSession(session, name, opts = {}) {
+  assert.deepEqual(session, openSession(name, opts), "session shape");
+  return session;
+}
+
 /** Generous rate limits for suites that send many events from one socket. */
 export const FAST = ["--rate-limit", "100000", "--rate-burst", "100000"];
 
@@ -174,22 +188,35 @@ export function assertOk(ack, ctx = "") {
   return ack;
 }
 
-/** Check a Message object's exact shape, returning it. */
-export function assertMessage(m, { room, from, text, clientId }) {
-  const expected = { id: m.id, room, from, text, ts: m.ts };
+/** The keys of a Message, in wire order (`clientId` only when the sender gave one). */
+export const MESSAGE_KEYS = ["id", "room", "from", "fromId", "text", "ts"];
+/** The keys of a DirectMessage, in wire order (`clientId` only when the sender gave one). */
+export const DM_KEYS = ["id", "from", "fromId", "to", "text", "ts"];
+
+/**
+ * Check a Message object's exact shape and key order, returning it. `fromId` is the
+ * sender's user id: in `open` mode (every suite here) it is the name, the default.
+ */
+export function assertMessage(m, { room, from, fromId = from, text, clientId }) {
+  const expected = { id: m.id, room, from, fromId, text, ts: m.ts };
   if (clientId !== undefined) expected.clientId = clientId;
   assert.deepEqual(m, expected, "Message shape");
+  assert.deepEqual(Object.keys(m), Object.keys(expected), "Message key order");
   parseId(m.id);
   assert.ok(Number.isInteger(m.ts), `ts must be an integer: ${m.ts}`);
   assert.ok(Math.abs(m.ts - Date.now()) < 5000, `ts ${m.ts} not close to now ${Date.now()}`);
   return m;
 }
 
-/** Check a DirectMessage object's exact shape, returning it. */
-export function assertDm(m, { from, to, text, clientId }) {
-  const expected = { id: m.id, from, to, text, ts: m.ts };
+/**
+ * Check a DirectMessage object's exact shape and key order, returning it. `to` is the
+ * recipient's user id, `fromId` the sender's (default: `from`, as in `open` mode).
+ */
+export function assertDm(m, { from, fromId = from, to, text, clientId }) {
+  const expected = { id: m.id, from, fromId, to, text, ts: m.ts };
   if (clientId !== undefined) expected.clientId = clientId;
   assert.deepEqual(m, expected, "DirectMessage shape");
+  assert.deepEqual(Object.keys(m), Object.keys(expected), "DirectMessage key order");
   parseId(m.id);
   assert.ok(Number.isInteger(m.ts), `ts must be an integer: ${m.ts}`);
   assert.ok(Math.abs(m.ts - Date.now()) < 5000, `ts ${m.ts} not close to now ${Date.now()}`);

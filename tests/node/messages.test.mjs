@@ -14,6 +14,7 @@ import {
   assertError,
   assertErrorPush,
   assertMessage,
+  MESSAGE_KEYS,
   assertIncreasing,
   cmpId,
   join,
@@ -178,6 +179,8 @@ test("message:history pages backwards: 120 messages, limit 50 → 50/50/20", T, 
   const all = [...p3.messages, ...p2.messages, ...p1.messages];
   assert.equal(new Set(all.map((m) => m.id)).size, 120, "no overlaps");
   assert.deepEqual(all, sent, "full order");
+  // stored messages keep the wire key order (id, room, from, fromId, text, ts)
+  for (const m of all) assert.deepEqual(Object.keys(m), MESSAGE_KEYS, `history message keys: ${JSON.stringify(m)}`);
 
   // before the very first id: nothing
   const p4 = await call(reader, "message:history", { room, limit: 50, before: sent[0].id });

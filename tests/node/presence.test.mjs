@@ -21,9 +21,20 @@ function record(socket, room) {
   return items;
 }
 
+/**
+ * An uncapped presence push: exactly {room, joined, left, joinedIds, leftIds}, the ids in
+ * the same order as the names (open mode: the id is the name, so they are equal).
+ */
 function assertShape(p) {
-  assert.deepEqual(Object.keys(p).sort(), ["joined", "left", "room"], `presence keys: ${JSON.stringify(p)}`);
-  assert.ok(Array.isArray(p.joined) && Array.isArray(p.left));
+  assert.deepEqual(Object.keys(p).sort(), ["joined", "joinedIds", "left", "leftIds", "room"], `presence keys: ${JSON.stringify(p)}`);
+  assertIds(p);
+}
+
+/** joinedIds / leftIds are present and match joined / left one for one (id = name here). */
+function assertIds(p) {
+  assert.ok(Array.isArray(p.joined) && Array.isArray(p.left), JSON.stringify(p));
+  assert.deepEqual(p.joinedIds, p.joined, `joinedIds must list the ids of joined, in order: ${JSON.stringify(p)}`);
+  assert.deepEqual(p.leftIds, p.left, `leftIds must list the ids of left, in order: ${JSON.stringify(p)}`);
 }
 
 /** Poll (bounded) until pred() holds. */
@@ -71,6 +82,7 @@ test("presence: 20 joins coalesce into few pushes; 20 disconnects likewise", { t
   // ... and the final member list is right
   const j = assertOk(await call(obs, "room:join", { room }));
   assert.deepEqual(j.members, [obsName, ...names].sort());
+  assert.deepEqual(j.memberIds, [obsName, ...names].sort(), "memberIds in the order of members");
   assert.equal(j.memberCount, 21);
 
   // now they all disconnect
@@ -99,7 +111,7 @@ test("presence: a second tab joining/leaving does not change presence; re-joinin
 
   await join(u1, room);
   assert.ok(await until(() => pushes.length >= 1, 2000), "presence push for the first tab");
-  assert.deepEqual(pushes[0].p, { room, joined: [un], left: [] });
+  assert.deepEqual(pushes[0].p, { room, joined: [un], left: [], joinedIds: [un], leftIds: [] });
   await sleep(INTERVAL + 200);
 
   await join(u2, room); // second connection of the same user
@@ -113,7 +125,7 @@ test("presence: a second tab joining/leaving does not change presence; re-joinin
 
   assert.deepEqual(await call(u1, "room:leave", { room }), { ok: true, room }); // last connection
   assert.ok(await until(() => pushes.length >= 2, 2000), "presence push for the last tab leaving");
-  assert.deepEqual(pushes[1].p, { room, joined: [], left: [un] });
+  assert.deepEqual(pushes[1].p, { room, joined: [], left: [un], joinedIds: [], leftIds: [un] });
   // every socket in the room gets it: the pushes went to obs; u1/u2 are gone, fine
 });
 
@@ -179,6 +191,7 @@ test("presence: a crowd joining lists at most --presence-names-max names per pus
     for (const a of acks) {
       assertOk(a);
       assert.ok(a.members.length <= 2, `join ack lists ${a.members.length} names`);
+      assert.deepEqual(a.memberIds, a.members, "memberIds: the ids of members, in the same order");
       assert.ok(a.memberCount >= a.members.length);
     }
     // Every join is accounted for: listed or counted.
@@ -186,6 +199,9 @@ test("presence: a crowd joining lists at most --presence-names-max names per pus
     await until(() => accounted() >= 8, 3000);
     assert.equal(accounted(), 8, JSON.stringify(pushes.map((x) => x.p)));
     for (const { p } of pushes) {
+      const extra = Object.keys(p).filter((k) => !["room", "joined", "left", "joinedIds", "leftIds"].includes(k));
+      assert.ok(extra.every((k) => k === "joinedMore" || k === "leftMore"), `presence keys: ${JSON.stringify(p)}`);
+      assertIds(p);
       assert.ok(p.joined.length <= 3 && p.left.length <= 3, JSON.stringify(p));
       assert.ok(p.joinedMore === undefined || (Number.isInteger(p.joinedMore) && p.joinedMore > 0), JSON.stringify(p));
       for (const n of p.joined) assert.ok(names.includes(n), `unexpected name ${n}`);
@@ -200,6 +216,7 @@ test("presence: a crowd joining lists at most --presence-names-max names per pus
     const leftCount = () => pushes.reduce((n, x) => n + x.p.left.length + (x.p.leftMore ?? 0), 0);
     await until(() => leftCount() >= 8, 3000);
     assert.equal(leftCount(), 8);
+    for (const { p } of pushes) assertIds(p);
     obs.disconnect();
   } finally {
     await capped.stop();

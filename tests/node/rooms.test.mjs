@@ -32,7 +32,7 @@ test("room:join of a new room: exact ack", T, async () => {
   const s = await h.connect(name);
   const room = uroom("new");
   const ack = await call(s, "room:join", { room });
-  assert.deepEqual(ack, { ok: true, room, messages: [], hasMore: false, members: [name], memberCount: 1 });
+  assert.deepEqual(ack, { ok: true, room, messages: [], hasMore: false, members: [name], memberIds: [name], memberCount: 1 });
 });
 
 test("room:join of 'general' lists the caller among members", T, async () => {
@@ -42,6 +42,7 @@ test("room:join of 'general' lists the caller among members", T, async () => {
   assert.equal(ack.room, "general");
   assert.ok(ack.members.includes(name));
   assert.deepEqual(ack.members, [...ack.members].sort(), "members sorted");
+  assert.deepEqual(ack.memberIds, ack.members, "memberIds: the members' ids, in the same order (id = name in open mode)");
   assert.equal(ack.memberCount, ack.members.length);
   assert.ok(Array.isArray(ack.messages));
   assert.equal(typeof ack.hasMore, "boolean");
@@ -79,14 +80,15 @@ test("room:join history: oldest first, limit, hasMore, members, memberCount", T,
     messages: sent.slice(2),
     hasMore: true,
     members: [an, bn].sort(),
+    memberIds: [an, bn].sort(),
     memberCount: 2,
   });
   const j5 = await call(b2, "room:join", { room, limit: 5 });
-  assert.deepEqual(j5, { ok: true, room, messages: sent, hasMore: false, members: [an, bn].sort(), memberCount: 2 });
+  assert.deepEqual(j5, { ok: true, room, messages: sent, hasMore: false, members: [an, bn].sort(), memberIds: [an, bn].sort(), memberCount: 2 });
   const jdef = await call(b2, "room:join", { room });
-  assert.deepEqual(jdef, { ok: true, room, messages: sent, hasMore: false, members: [an, bn].sort(), memberCount: 2 });
+  assert.deepEqual(jdef, { ok: true, room, messages: sent, hasMore: false, members: [an, bn].sort(), memberIds: [an, bn].sort(), memberCount: 2 });
   const j1 = await call(a, "room:join", { room, limit: 1 });
-  assert.deepEqual(j1, { ok: true, room, messages: sent.slice(4), hasMore: true, members: [an, bn].sort(), memberCount: 2 });
+  assert.deepEqual(j1, { ok: true, room, messages: sent.slice(4), hasMore: true, members: [an, bn].sort(), memberIds: [an, bn].sort(), memberCount: 2 });
   const j200 = await call(a, "room:join", { room, limit: 200 });
   assert.equal(j200.ok, true);
   assert.deepEqual(j200.messages, sent);
@@ -120,7 +122,7 @@ test("room:join with since: messages after the id, oldest first", T, async () =>
 
   // the keys of a since-ack are the documented ones (truncated only when true)
   const keys = Object.keys(after2).filter((k) => k !== "truncated").sort();
-  assert.deepEqual(keys, ["hasMore", "memberCount", "members", "messages", "ok", "room"]);
+  assert.deepEqual(keys, ["hasMore", "memberCount", "memberIds", "members", "messages", "ok", "room"]);
 });
 
 test("joining a room twice returns the same ack", T, async () => {
@@ -131,9 +133,10 @@ test("joining a room twice returns the same ack", T, async () => {
   await send(s, room, "x");
   const second = await call(s, "room:join", { room });
   const third = await call(s, "room:join", { room });
-  assert.deepEqual(first, { ok: true, room, messages: [], hasMore: false, members: [name], memberCount: 1 });
+  assert.deepEqual(first, { ok: true, room, messages: [], hasMore: false, members: [name], memberIds: [name], memberCount: 1 });
   assert.equal(second.ok, true);
   assert.deepEqual(second.members, [name]);
+  assert.deepEqual(second.memberIds, [name]);
   assert.equal(second.memberCount, 1);
   assert.equal(second.messages.length, 1);
   assert.deepEqual(third, second);
@@ -160,10 +163,12 @@ test("room:leave: exact ack; afterwards no messages and not_member", T, async ()
   // members shrink
   const j = assertOk(await call(a, "room:join", { room }));
   assert.deepEqual(j.members, [an]);
+  assert.deepEqual(j.memberIds, [an]);
   assert.equal(j.memberCount, 1);
   // rejoin works
   const back = assertOk(await call(b, "room:join", { room }));
   assert.deepEqual(back.members, [an, bn].sort());
+  assert.deepEqual(back.memberIds, [an, bn].sort());
 });
 
 test("room:leave of 'general' works and stops general messages", T, async () => {
@@ -225,32 +230,33 @@ test("users:list with room: members with per-room connection counts; without roo
   assert.deepEqual(inRoom, {
     ok: true,
     users: [
-      { name: an, connections: 1 },
-      { name: bn, connections: 1 },
-    ].sort((x, y) => (x.name < y.name ? -1 : 1)),
+      { id: an, name: an, connections: 1 },
+      { id: bn, name: bn, connections: 1 },
+    ].sort((x, y) => (x.id < y.id ? -1 : 1)),
     total: 2,
   });
 
   await join(a2, room);
   const inRoom2 = await call(c, "users:list", { room });
   assert.deepEqual(
-    inRoom2.users.find((u) => u.name === an),
-    { name: an, connections: 2 },
+    inRoom2.users.find((u) => u.id === an),
+    { id: an, name: an, connections: 2 },
   );
 
   const everyone = await callNoPayload(c, "users:list");
   assert.deepEqual(Object.keys(everyone).sort(), ["ok", "total", "users"]);
   assert.equal(everyone.ok, true);
-  const get = (n) => everyone.users.find((u) => u.name === n);
-  assert.deepEqual(get(an), { name: an, connections: 2 });
-  assert.deepEqual(get(bn), { name: bn, connections: 1 });
-  assert.deepEqual(get(cn), { name: cn, connections: 1 });
-  const ns = everyone.users.map((u) => u.name);
-  assert.deepEqual(ns, [...ns].sort(), "sorted by name");
+  const get = (n) => everyone.users.find((u) => u.id === n);
+  assert.deepEqual(get(an), { id: an, name: an, connections: 2 });
+  assert.deepEqual(get(bn), { id: bn, name: bn, connections: 1 });
+  assert.deepEqual(get(cn), { id: cn, name: cn, connections: 1 });
+  for (const u of everyone.users) assert.deepEqual(Object.keys(u).sort(), ["connections", "id", "name"], JSON.stringify(u));
+  const ns = everyone.users.map((u) => u.id);
+  assert.deepEqual(ns, [...ns].sort(), "sorted by id");
   assert.equal(everyone.total, everyone.users.length);
 
   const everyone2 = assertOk(await call(c, "users:list", {}));
-  assert.deepEqual(everyone2.users.map((u) => u.name), ns);
+  assert.deepEqual(everyone2.users.map((u) => u.id), ns);
 
   // an empty room lists nobody
   const empty = await call(c, "users:list", { room: uroom("nobody") });
@@ -298,6 +304,7 @@ test("the first event emitted right at connect is not lost (30 sockets)", T, asy
   const lost = acks.filter((a) => a.ok !== true);
   assert.deepEqual(lost, [], `${lost.length} of 30 first events got no ok ack`);
   const last = assertOk(await call(socks[0], "users:list", { room }));
+  assert.deepEqual(last.users.map((u) => u.id), [...names].sort());
   assert.deepEqual(last.users.map((u) => u.name), [...names].sort());
   assert.ok(last.users.every((u) => u.connections === 1));
   assert.equal(last.total, 30);

@@ -1,7 +1,7 @@
 // Transports: websocket only, polling only, default (polling then upgrade).
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { Harness, call, waitFor, uname, uroom, assertOk, assertMessage, sleep, T } from "./lib.mjs";
+import { Harness, call, waitFor, uname, uroom, assertOk, assertMessage, assertSession, sleep, T } from "./lib.mjs";
 import { gatedUpgrade, upgraded, watchTransport } from "./upgrade-gate.mjs";
 
 const h = new Harness();
@@ -54,12 +54,13 @@ for (const c of cases) {
     const wa = watchTransport(a);
     assert.equal(a.io.engine.transport.name, c.expect);
     assert.equal(b.io.engine.transport.name, c.expect);
-    assert.deepEqual(a.session, { user: { name: an }, rooms: ["general"], unread: {} });
+    assertSession(a.session, an);
 
     const ja = await call(a, "room:join", { room });
-    assert.deepEqual(ja, { ok: true, room, messages: [], hasMore: false, members: [an], memberCount: 1 });
+    assert.deepEqual(ja, { ok: true, room, messages: [], hasMore: false, members: [an], memberIds: [an], memberCount: 1 });
     const jb = assertOk(await call(b, "room:join", { room }));
     assert.deepEqual(jb.members, [an, bn].sort());
+    assert.deepEqual(jb.memberIds, [an, bn].sort());
     assert.equal(jb.memberCount, 2);
 
     await exchange(a, an, b, bn, room, c.label, c.expect);

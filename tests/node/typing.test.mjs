@@ -23,17 +23,17 @@ async function setup() {
   return { room, an, bn, a1, a2, b, out };
 }
 
-test("typing: ack {ok:true}; others get {room,user,typing}; typist's own sockets and non-members get nothing", T, async () => {
+test("typing: ack {ok:true}; others get {room,user,userId,typing}; typist's own sockets and non-members get nothing", T, async () => {
   const { room, an, a1, a2, b, out } = await setup();
   const own1 = collect(a1, "typing");
   const own2 = collect(a2, "typing");
   const outs = collect(out, "typing");
   const gotTrue = waitFor(b, "typing", (t) => t.typing === true, 2000);
   assert.deepEqual(await call(a1, "typing", { room, typing: true }), { ok: true });
-  assert.deepEqual(await gotTrue, { room, user: an, typing: true });
+  assert.deepEqual(await gotTrue, { room, user: an, userId: an, typing: true });
   const gotFalse = waitFor(b, "typing", (t) => t.typing === false, 2000);
   assert.deepEqual(await call(a1, "typing", { room, typing: false }), { ok: true });
-  assert.deepEqual(await gotFalse, { room, user: an, typing: false });
+  assert.deepEqual(await gotFalse, { room, user: an, userId: an, typing: false });
   await sleep(300);
   assert.deepEqual(own1, [], "typist's own socket gets no typing");
   assert.deepEqual(own2, [], "typist's other tab gets no typing");
@@ -48,7 +48,7 @@ test("typing: server expiry sends typing:false ~timeout after the last typing:tr
   await gotTrue;
   const expired = await waitFor(b, "typing", (t) => t.typing === false, 4000);
   const dt = Date.now() - t0;
-  assert.deepEqual(expired, { room, user: an, typing: false });
+  assert.deepEqual(expired, { room, user: an, userId: an, typing: false });
   assert.ok(dt >= 800 && dt <= 3000, `expiry after ${dt} ms, expected ~1000 (800..3000)`);
 });
 
@@ -61,10 +61,10 @@ test("typing: refreshing typing:true postpones the expiry", T, async () => {
   assert.deepEqual(await call(a1, "typing", { room, typing: true }), { ok: true });
   const expired = await waitFor(b, "typing", (t) => t.typing === false, 4000);
   const dt = Date.now() - tLast;
-  assert.deepEqual(expired, { room, user: an, typing: false });
+  assert.deepEqual(expired, { room, user: an, userId: an, typing: false });
   assert.ok(dt >= 800 && dt <= 3000, `expiry ${dt} ms after the refresh, expected ~1000 (800..3000)`);
   assert.equal(events.filter((e) => e.typing === false).length, 1, "exactly one typing:false");
-  for (const e of events) assert.deepEqual(e, { room, user: an, typing: e.typing });
+  for (const e of events) assert.deepEqual(e, { room, user: an, userId: an, typing: e.typing });
 });
 
 test("typing: leaving the room ends typing (before the expiry)", T, async () => {
@@ -80,7 +80,7 @@ test("typing: leaving the room ends typing (before the expiry)", T, async () => 
   const gotFalse = waitFor(b, "typing", (t) => t.typing === false, 2000);
   const t0 = Date.now();
   assert.deepEqual(await call(c, "room:leave", { room }), { ok: true, room });
-  assert.deepEqual(await gotFalse, { room, user: cn, typing: false });
+  assert.deepEqual(await gotFalse, { room, user: cn, userId: cn, typing: false });
   assert.ok(Date.now() - t0 < 700, `typing:false after leave took ${Date.now() - t0} ms (expiry is 1000)`);
   // and no second typing:false from the expiry
   const later = collect(b, "typing");
@@ -101,7 +101,7 @@ test("typing: disconnecting ends typing (before the expiry)", T, async () => {
   const gotFalse = waitFor(b, "typing", (t) => t.typing === false, 2000);
   const t0 = Date.now();
   await h.close(c);
-  assert.deepEqual(await gotFalse, { room, user: cn, typing: false });
+  assert.deepEqual(await gotFalse, { room, user: cn, userId: cn, typing: false });
   assert.ok(Date.now() - t0 < 700, `typing:false after disconnect took ${Date.now() - t0} ms (expiry is 1000)`);
 });
 

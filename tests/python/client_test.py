@@ -37,12 +37,21 @@ def start_server():
     raise RuntimeError("confab did not start")
 
 
-def client(url, name, transports, got):
+# The keys of a message, in wire order (every message here carries a clientId).
+MESSAGE_KEYS = ["id", "room", "from", "fromId", "text", "ts", "clientId"]
+
+
+def client(url, name, transports, got, sessions):
     c = socketio.Client(reconnection=False)
+
+    @c.on("session")
+    def on_session(s):
+        sessions.append(s)
 
     @c.on("message:new")
     def on_message(m):
-        got.append((m["room"], m["from"], m["text"], m["id"]))
+        assert list(m.keys()) == MESSAGE_KEYS, m
+        got.append((m["room"], m["from"], m["text"], m["id"], m["fromId"]))
 
     c.connect(url, auth={"name": name}, transports=transports, wait_timeout=5)
     return c
@@ -62,8 +71,13 @@ def main():
     checks = 0
     try:
         got_a, got_b = [], []
-        a = client(url, "py-alice", ["polling", "websocket"], got_a)
-        b = client(url, "py-bob", ["websocket"], got_b)
+        sess_a, sess_b = [], []
+        a = client(url, "py-alice", ["polling", "websocket"], got_a, sess_a)
+        b = client(url, "py-bob", ["websocket"], got_b, sess_b)
+        # The session push: in open mode the user id is the name; no roles, no expiry.
+        assert wait_until(lambda: sess_a and sess_b), (sess_a, sess_b)
+        for sess, name in ((sess_a, "py-alice"), (sess_b, "py-bob")):
+            assert sess == [{"user": {"id": name, "name": name, "roles": []}, "rooms": ["general"], "unread": {}}], sess
         # The default client starts on polling and upgrades to websocket.
         assert wait_until(lambda: a.transport() == "websocket"), a.transport()
         assert b.transport() == "websocket"
@@ -82,6 +96,8 @@ def main():
         assert wait_until(lambda: len(got_a) >= 50 and len(got_b) >= 50), (len(got_a), len(got_b))
         assert [m[3] for m in got_a] == [m[3] for m in got_b] == sent, "order or loss"
         assert {m[1] for m in got_a} == {"py-alice", "py-bob"}
+        # fromId is the sender's user id: the name, in open mode.
+        assert all(m[4] == m[1] for m in got_a + got_b), got_a + got_b
         checks += 1
         # A resend with the same clientId returns the original message.
         again = a.call("message:send", {"room": "py", "text": "py-alice 0", "clientId": "py-alice-0"}, timeout=5)
