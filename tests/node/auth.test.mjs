@@ -322,3 +322,35 @@ test("guest: sign-out releases the name at once (only with the holder's token)",
   const again = await newGuest(guest, name);
   assert.notEqual(again.user.id, g.user.id, "a new identity");
 });
+
+test("jwt: SIGHUP reloads the public key file (rotation without a restart)", T, async () => {
+  const keyFile = path.join(tmp, "rotating.pem");
+  fs.copyFileSync(path.join(keys, "rsa_public.pem"), keyFile);
+  const rot = new Harness(["--auth", "jwt", "--jwt-public-key-file", keyFile]);
+  await rot.start();
+  try {
+    const c = (n) => ({ sub: `rot-${n}`, name: uname("rot"), exp: now() + 600 });
+    await rot.connect("x", { auth: { token: signAsym(c(1), "rsa_private.pem", "RS256") } });
+    const newKey = crypto
+      .createPublicKey(fs.readFileSync(path.join(keys, "rsa2_private.pem")))
+      .export({ type: "spki", format: "pem" });
+    assertRefused(await rot.expectRefused({ auth: { token: signAsym(c(2), "rsa2_private.pem", "RS256") } }), "unauthorized");
+    fs.writeFileSync(keyFile, newKey);
+    process.kill(rot.server.proc.pid, "SIGHUP");
+    let s = null;
+    for (let i = 0; i < 50 && !s; i++) {
+      await sleep(100);
+      s = await rot.connect("x", { auth: { token: signAsym(c(3), "rsa2_private.pem", "RS256") } }).catch(() => null);
+    }
+    assert.ok(s, "the rotated key is accepted after SIGHUP");
+    assertRefused(await rot.expectRefused({ auth: { token: signAsym(c(4), "rsa_private.pem", "RS256") } }), "unauthorized");
+    // A broken file on the next SIGHUP keeps the current key.
+    fs.writeFileSync(keyFile, "not a key");
+    process.kill(rot.server.proc.pid, "SIGHUP");
+    await sleep(300);
+    await rot.connect("x", { auth: { token: signAsym(c(5), "rsa2_private.pem", "RS256") } });
+    assert.ok(rot.alive());
+  } finally {
+    await rot.stop();
+  }
+});
