@@ -6,6 +6,7 @@ const NAME_KEY = "confab.name"; // open mode: the name is the identity
 const TOKEN_KEY = "confab.token"; // guest/jwt modes: the bearer token of this browser's user
 const TOKEN_KIND_KEY = "confab.tokenKind"; // "guest" (minted by /api/guest) | "pasted"
 const roomsKey = (userId) => `confab.rooms.${userId}`;
+const ownedKey = (userId) => `confab.owned.${userId}`; // rooms this user created: {room: {private, announce}}
 
 const ACK_TIMEOUT_MS = 10000;
 const TYPING_REFRESH_MS = 3000; // re-send typing:true at most this often while typing
@@ -21,6 +22,9 @@ const READ_RETRY_MS = 2000;
 const EXPECT_MS = 5000; // how long unread counted by a dm:read push may still arrive as dm:new
 const NEAR_TOP_PX = 80;
 const NEAR_BOTTOM_PX = 60;
+const MUTE_S = 600; // "Mute 10 min"
+const INVITE_TOAST_MS = 30000;
+const AUDIT_PAGE = 50;
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -62,6 +66,43 @@ const ui = {
   composer: $("composer"),
   send: $("send"),
   toast: $("toast"),
+  meRole: $("me-role"),
+  adminOpen: $("admin-open"),
+  roomPrivate: $("room-private"),
+  roomAnnounce: $("room-announce"),
+  roomSubmit: $("room-submit"),
+  paneBadges: $("pane-badges"),
+  inviteOpen: $("invite-open"),
+  modNotice: $("mod-notice"),
+  modNoticeText: $("mod-notice-text"),
+  modNoticeClose: $("mod-notice-close"),
+  inviteToast: $("invite-toast"),
+  inviteToastText: $("invite-toast-text"),
+  inviteToastJoin: $("invite-toast-join"),
+  inviteToastClose: $("invite-toast-close"),
+  modPop: $("mod-pop"),
+  modPopTitle: $("mod-pop-title"),
+  modMute: $("mod-mute"),
+  modKick: $("mod-kick"),
+  modRemove: $("mod-remove"),
+  modBanRoom: $("mod-ban-room"),
+  modBanServer: $("mod-ban-server"),
+  invitePanel: $("invite-panel"),
+  inviteTitle: $("invite-title"),
+  inviteList: $("invite-list"),
+  inviteEmpty: $("invite-empty"),
+  inviteClose: $("invite-close"),
+  confirm: $("confirm"),
+  confirmText: $("confirm-text"),
+  confirmOk: $("confirm-ok"),
+  confirmCancel: $("confirm-cancel"),
+  adminDialog: $("admin-dialog"),
+  adminClose: $("admin-close"),
+  announceForm: $("announce-form"),
+  announceInput: $("announce-input"),
+  auditRows: $("audit-rows"),
+  auditStatus: $("audit-status"),
+  auditMore: $("audit-more"),
 };
 
 // ---------------------------------------------------------------------------
@@ -102,6 +143,16 @@ function formatTime(ts) {
   return `${d.toLocaleDateString([], opts)} ${time}`;
 }
 
+/** "HH:MM" of a time in ms (with the date when it is not today). */
+function formatUntil(ms) {
+  return formatTime(ms);
+}
+
+/** The server writes times in refusals as "until <ms> (ms since the epoch)": show a clock time. */
+function humanize(text) {
+  return String(text).replace(/until (\d{10,}) \(ms since the epoch\)/g, (_, ms) => `until ${formatUntil(Number(ms))}`);
+}
+
 class AppError extends Error {
   constructor(code, message) {
     super(message);
@@ -109,7 +160,7 @@ class AppError extends Error {
   }
 }
 
-const describe = (err) => (err && err.code ? `${err.message} (${err.code})` : String(err?.message ?? err));
+const describe = (err) => (err && err.code ? `${humanize(err.message)} (${err.code})` : String(err?.message ?? err));
 
 let toastTimer = null;
 function toast(text, kind = "error") {
@@ -182,6 +233,10 @@ const state = {
   presenceRefreshTimer: null,
   sessionFallbackTimer: null,
   serverKickRetry: 0,
+  owned: new Map(), // room -> {private, announce}: rooms this user created (the server tells only the creator)
+  modTarget: null, // {room, id, name} of the open moderator menu
+  auditOldest: null, // id of the oldest audit entry shown
+  inviteTimer: null,
 };
 
 // ---------------------------------------------------------------------------
@@ -329,6 +384,8 @@ function showLogin(errorText = "") {
   ui.chatView.classList.add("hidden");
   ui.loginView.classList.remove("hidden");
   ui.me.classList.add("hidden");
+  ui.meRole.classList.add("hidden");
+  ui.adminOpen.classList.add("hidden");
   ui.logout.classList.add("hidden");
   hideExpiry();
   configureLogin();
@@ -344,6 +401,10 @@ function showChat() {
   ui.me.title = state.me.id;
   ui.me.classList.remove("hidden");
   ui.logout.classList.remove("hidden");
+  const role = hasRole("admin") ? "admin" : hasRole("moderator") ? "moderator" : "";
+  ui.meRole.textContent = role;
+  ui.meRole.classList.toggle("hidden", !role);
+  ui.adminOpen.classList.toggle("hidden", !hasRole("admin"));
 }
 
 function resetState() {
@@ -362,6 +423,12 @@ function resetState() {
   state.connectedOnce = false;
   state.me = null;
   state.expiryDeadline = null;
+  state.owned = new Map();
+  closePopovers();
+  hideModNotice();
+  hideInviteToast();
+  if (ui.adminDialog.open) ui.adminDialog.close();
+  if (ui.confirm.open) ui.confirm.close("cancel");
   ui.list.replaceChildren();
   renderAll();
 }
@@ -454,11 +521,11 @@ function wireSocket(socket) {
       state.tokenFlow = withToken && kind === "pasted" && code === "unauthorized";
       resetState();
       setConn("offline", msg);
-      showLogin(msg);
+      showLogin(humanize(msg));
     } else {
       // Transient (e.g. `unavailable` while a server shuts down): keep the identity, retry.
       setConn("reconnecting", msg);
-      toast(msg);
+      toast(humanize(msg));
       scheduleManualReconnect(socket);
     }
   }));
@@ -498,6 +565,10 @@ function wireSocket(socket) {
   socket.on("typing", mine(onTyping));
   socket.on("room:presence", mine(onPresence));
   socket.on("auth:expiring", mine(onAuthExpiring));
+  socket.on("message:deleted", mine(onMessageDeleted));
+  socket.on("mod:action", mine((a) => onModAction(socket, a)));
+  socket.on("room:invited", mine(onRoomInvited));
+  socket.on("announcement", mine(onAnnouncement));
   socket.on("error", mine((e) => {
     const err = e?.error ?? {};
     toast(`${e?.event ?? "request"} failed: ${err.message ?? "error"} (${err.code ?? "?"})`);
@@ -590,6 +661,7 @@ async function onSession(socket, session) {
   }
   if (!state.me) return; // (a session without a user: nothing to show as "me")
   learnName(state.me.id, state.me.name);
+  if (first) loadOwned();
   if (typeof socket.auth?.name === "string") localStorage.setItem(NAME_KEY, state.me.name);
   seedUnread(session?.unread);
   showChat();
@@ -847,7 +919,11 @@ function insertEntry(conv, entry) {
 
 /** Adds a server message (room or DM) if new. Returns true when it was added. */
 function addMessage(conv, msg, { count = true } = {}) {
-  if (!msg || typeof msg.id !== "string" || conv.ids.has(msg.id)) return false;
+  if (!msg || typeof msg.id !== "string") return false;
+  if (conv.ids.has(msg.id)) {
+    if (msg.deleted === true) markDeleted(conv, msg.id); // a tombstone of a message held
+    return false;
+  }
   conv.ids.add(msg.id);
   if (!conv.lastId || compareIds(msg.id, conv.lastId) > 0) conv.lastId = msg.id;
   const from = senderId(msg);
@@ -861,9 +937,9 @@ function addMessage(conv, msg, { count = true } = {}) {
   }
   const fromPeer = conv.kind === "dm" && from === conv.name && !mine;
   if (fromPeer && (!conv.lastPeerId || compareIds(msg.id, conv.lastPeerId) > 0)) conv.lastPeerId = msg.id;
-  const entry = { key: [...parseId(msg.id), 0], id: msg.id, fromId: from, el: renderMessage(msg) };
+  const entry = { key: [...parseId(msg.id), 0], id: msg.id, fromId: from, msg, el: renderMessage(msg, conv) };
   insertEntry(conv, entry);
-  if (count && !mine) {
+  if (count && !mine && !msg.deleted) {
     if (fromPeer) conv.needsRead = true;
     if (!isReading(conv)) {
       if (fromPeer && conv.expect > 0 && Date.now() < conv.expectUntil) conv.expect--; // already counted
@@ -878,13 +954,19 @@ function addNotice(conv, text) {
   const [ms, seq] = conv.lastId ? parseId(conv.lastId) : [0, 0];
   const li = h("li", "notice", text);
   insertEntry(conv, { key: [ms, seq, ++conv.noticeSeq], el: li });
+  return li;
 }
 
-function renderMessage(msg) {
+function renderMessage(msg, conv) {
   const li = h("li", "message");
   const from = senderId(msg);
   if (isMe(from)) li.classList.add("mine");
   li.dataset.id = msg.id;
+  const deleted = msg.deleted === true;
+  if (deleted) {
+    li.classList.add("deleted");
+    li.dataset.deleted = "true";
+  }
   if (msg.clientId) li.dataset.clientId = msg.clientId;
   const meta = h("div", "meta");
   const fromEl = h("bdi", "from", msg.from);
@@ -897,7 +979,16 @@ function renderMessage(msg) {
     time.title = d.toLocaleString();
   }
   meta.append(time);
-  li.append(meta, h("div", "text", msg.text));
+  if (!deleted && conv?.kind === "room" && (isMe(from) || moderates(conv.name))) {
+    const del = h("button", "msg-action delete-message", "Delete");
+    del.type = "button";
+    del.dataset.testid = "delete-message";
+    del.title = isMe(from) ? "Delete your message" : `Delete this message by ${msg.from}`;
+    del.setAttribute("aria-label", del.title);
+    del.addEventListener("click", () => deleteMessage(conv, msg));
+    meta.append(del);
+  }
+  li.append(meta, deleted ? h("div", "text tombstone", "message deleted") : h("div", "text", msg.text));
   return li;
 }
 
@@ -989,6 +1080,11 @@ async function trySend(p) {
         trySend(p);
       }, e.code === "rate_limited" ? 1500 : 3000);
       return;
+    } else if (e.code === "forbidden" && conv.kind === "room") {
+      // Muted, or a read-only (announcement) room: say why, and give the text back to edit.
+      removePending(conv, p);
+      if (state.view === conv && !ui.composer.value.trim()) ui.composer.value = p.text;
+      toast(`Message not sent: ${humanize(e.message)}`);
     } else {
       setPendingStatus(p, "failed", e.message);
       toast(`Message not sent: ${describe(e)}`);
@@ -1393,6 +1489,18 @@ function renderView() {
 function renderPaneHeader() {
   const conv = state.view;
   ui.leaveRoom.classList.toggle("hidden", !conv || conv.kind !== "room");
+  const canInvite = conv?.kind === "room" && conv.joined && !!state.owned.get(conv.name)?.private;
+  ui.inviteOpen.classList.toggle("hidden", !canInvite);
+  if (!canInvite && !ui.invitePanel.classList.contains("hidden")) closeInvitePanel();
+  const badges = [];
+  if (conv?.kind === "room") {
+    const own = state.owned.get(conv.name);
+    if (own?.private) badges.push(h("span", "pane-badge", "private"));
+    if (own?.announce) badges.push(h("span", "pane-badge", "announcement"));
+    if (own) badges.push(h("span", "pane-badge", "owner"));
+    else if (isModerator()) badges.push(h("span", "pane-badge", "moderator"));
+  }
+  ui.paneBadges.replaceChildren(...badges);
   if (!conv) {
     ui.paneTitle.textContent = "";
     ui.paneSubtitle.textContent = "";
@@ -1450,6 +1558,9 @@ function renderRooms() {
     const btn = h("button", "side-item");
     btn.type = "button";
     btn.append(h("span", "side-name", `#${conv.name}`));
+    const own = state.owned.get(conv.name);
+    if (own?.private) btn.append(h("span", "room-flag", "private"));
+    if (own?.announce) btn.append(h("span", "room-flag", "announce"));
     const count = state.directory.get(conv.name);
     if (count !== undefined) btn.append(h("span", "count", count));
     if (conv.unread > 0) btn.append(badge(conv.unread));
@@ -1524,6 +1635,19 @@ function renderUsers() {
     if (c > 1) btn.append(h("span", "count", `${c} tabs`));
     btn.addEventListener("click", () => openDm(id, name));
     li.append(btn);
+    if (conv?.kind === "room" && !isMe(id) && moderates(conv.name)) {
+      const menu = h("button", "mod-menu-button", "⋯");
+      menu.type = "button";
+      menu.dataset.testid = "mod-menu";
+      menu.title = `Moderate ${name}`;
+      menu.setAttribute("aria-label", `Moderate ${name}`);
+      menu.setAttribute("aria-haspopup", "menu");
+      menu.addEventListener("click", (ev) => {
+        ev.stopPropagation();
+        openModMenu(menu, conv.name, id);
+      });
+      li.append(menu);
+    }
     return li;
   });
   ui.users.replaceChildren(...items);
@@ -1546,6 +1670,455 @@ function updateTitle() {
   for (const c of state.rooms.values()) unread += c.unread;
   for (const c of state.dms.values()) unread += c.unread;
   document.title = unread ? `(${unread}) confab` : "confab";
+}
+
+// ---------------------------------------------------------------------------
+// Moderation, private rooms, invitations, announcements, the audit log
+
+const hasRole = (r) => Array.isArray(state.me?.roles) && state.me.roles.includes(r);
+/** Admins and moderators moderate every room. */
+const isModerator = () => hasRole("admin") || hasRole("moderator");
+/** Whether this user moderates `room`: a moderator, or the room's owner (a room they created). */
+const moderates = (room) => isModerator() || state.owned.has(room);
+
+function loadOwned() {
+  state.owned = new Map();
+  if (!state.me) return;
+  try {
+    const v = JSON.parse(localStorage.getItem(ownedKey(state.me.id)) ?? "{}");
+    if (!v || typeof v !== "object" || Array.isArray(v)) return;
+    for (const [room, f] of Object.entries(v)) {
+      if (ROOM_RE.test(room)) state.owned.set(room, { private: !!f?.private, announce: !!f?.announce });
+    }
+  } catch {
+    /* unreadable: no rooms of one's own known */
+  }
+}
+
+function saveOwned() {
+  if (!state.me) return;
+  localStorage.setItem(ownedKey(state.me.id), JSON.stringify(Object.fromEntries(state.owned)));
+}
+
+function updateRoomSubmit() {
+  ui.roomSubmit.textContent = ui.roomPrivate.checked || ui.roomAnnounce.checked ? "Create" : "Join";
+}
+ui.roomPrivate.addEventListener("change", updateRoomSubmit);
+ui.roomAnnounce.addEventListener("change", updateRoomSubmit);
+
+// --- confirmation (an in-page dialog: window.confirm is not used) ---
+
+let confirmResolve = null;
+
+/** Asks `question`; resolves to true when the user confirms with `okLabel`. */
+function confirmAction(question, okLabel = "OK") {
+  settleConfirm(false); // (one question at a time)
+  ui.confirmText.textContent = question;
+  ui.confirmOk.textContent = okLabel;
+  return new Promise((resolve) => {
+    confirmResolve = resolve;
+    if (!ui.confirm.open) ui.confirm.showModal();
+    ui.confirmCancel.focus();
+  });
+}
+
+function settleConfirm(value) {
+  const resolve = confirmResolve;
+  confirmResolve = null;
+  if (ui.confirm.open) ui.confirm.close();
+  resolve?.(value);
+}
+ui.confirmOk.addEventListener("click", () => settleConfirm(true));
+ui.confirmCancel.addEventListener("click", () => settleConfirm(false));
+ui.confirm.addEventListener("close", () => settleConfirm(false)); // Escape
+
+// --- deleting messages ---
+
+async function deleteMessage(conv, msg) {
+  const own = isMe(senderId(msg));
+  if (!(await confirmAction(own ? "Delete your message?" : `Delete this message by ${msg.from}?`, "Delete"))) return;
+  try {
+    await request("message:delete", { room: conv.name, id: msg.id });
+    markDeleted(conv, msg.id);
+  } catch (e) {
+    toast(`Could not delete the message: ${describe(e)}`);
+  }
+}
+
+/** Shows message `id` of `conv` as a tombstone (its text gone). */
+function markDeleted(conv, id) {
+  let entry = null;
+  for (let i = conv.entries.length - 1; i >= 0; i--) {
+    if (conv.entries[i].id === id) {
+      entry = conv.entries[i];
+      break;
+    }
+  }
+  if (!entry || !entry.msg || entry.msg.deleted === true) return;
+  entry.msg = { ...entry.msg, text: "", deleted: true };
+  const el = renderMessage(entry.msg, conv);
+  const hadFocus = entry.el.contains(document.activeElement);
+  entry.el.replaceWith(el); // (nothing happens when it is not shown)
+  entry.el = el;
+  if (hadFocus) ui.composer.focus();
+}
+
+function onMessageDeleted({ room, id } = {}) {
+  const conv = state.rooms.get(room);
+  if (conv && typeof id === "string") markDeleted(conv, id);
+}
+
+// --- popovers: the moderator menu and the invite panel ---
+
+function placePopover(pop, anchor, where) {
+  const r = anchor.getBoundingClientRect();
+  const w = pop.offsetWidth;
+  const ht = pop.offsetHeight;
+  let left = where === "below" ? r.right - w : r.right + 6;
+  let top = where === "below" ? r.bottom + 6 : r.top - 4;
+  left = Math.max(8, Math.min(left, window.innerWidth - w - 8));
+  top = Math.max(8, Math.min(top, window.innerHeight - ht - 8));
+  pop.style.left = `${left}px`;
+  pop.style.top = `${top}px`;
+}
+
+function closePopovers() {
+  ui.modPop.classList.add("hidden");
+  state.modTarget = null;
+  closeInvitePanel();
+}
+
+function openModMenu(anchor, room, id) {
+  closePopovers();
+  const name = displayName(id);
+  state.modTarget = { room, id, name };
+  ui.modPopTitle.textContent = `${name} in #${room}`;
+  ui.modPopTitle.title = id;
+  ui.modRemove.classList.toggle("hidden", !state.owned.get(room)?.private);
+  ui.modBanServer.classList.toggle("hidden", !isModerator());
+  ui.modPop.classList.remove("hidden");
+  placePopover(ui.modPop, anchor, "right");
+  ui.modMute.focus();
+}
+
+const MOD_ACTIONS = {
+  mute: {
+    ask: (t) => [`Mute ${t.name} in #${t.room} for 10 minutes?`, "Mute"],
+    run: (t) => request("mod:mute", { room: t.room, user: t.id, durationS: MUTE_S }),
+    done: (t, ack) => `${t.name} is muted in #${t.room} until ${formatUntil(ack.until)}`,
+  },
+  kick: {
+    ask: (t) => [`Kick ${t.name} from #${t.room}? They may join again.`, "Kick"],
+    run: (t) => request("mod:kick", { room: t.room, user: t.id }),
+    done: (t) => `${t.name} was kicked from #${t.room}`,
+  },
+  remove: {
+    ask: (t) => [`Remove ${t.name} from the private room #${t.room}? They cannot come back unless invited again.`, "Remove"],
+    run: (t) => request("room:remove", { room: t.room, user: t.id }),
+    done: (t) => `${t.name} was removed from #${t.room}`,
+  },
+  banRoom: {
+    ask: (t) => [`Ban ${t.name} from #${t.room} until the ban is lifted?`, "Ban"],
+    run: (t) => request("mod:ban", { user: t.id, room: t.room }),
+    done: (t) => `${t.name} is banned from #${t.room}`,
+  },
+  banServer: {
+    ask: (t) => [`Ban ${t.name} from this server until the ban is lifted? All their connections end now.`, "Ban from server"],
+    run: (t) => request("mod:ban", { user: t.id }),
+    done: (t) => `${t.name} is banned from this server`,
+  },
+};
+
+async function runModAction(kind) {
+  const t = state.modTarget;
+  closePopovers();
+  if (!t) return;
+  const action = MOD_ACTIONS[kind];
+  const [question, ok] = action.ask(t);
+  if (!(await confirmAction(question, ok))) return;
+  try {
+    const ack = await action.run(t);
+    toast(action.done(t, ack), "info");
+    const conv = state.rooms.get(t.room);
+    if (conv && kind !== "mute") refreshUsers(conv, { quiet: true });
+  } catch (e) {
+    toast(`${ok} failed: ${describe(e)}`);
+  }
+}
+
+ui.modMute.addEventListener("click", () => runModAction("mute"));
+ui.modKick.addEventListener("click", () => runModAction("kick"));
+ui.modRemove.addEventListener("click", () => runModAction("remove"));
+ui.modBanRoom.addEventListener("click", () => runModAction("banRoom"));
+ui.modBanServer.addEventListener("click", () => runModAction("banServer"));
+
+function closeInvitePanel() {
+  ui.invitePanel.classList.add("hidden");
+  ui.inviteOpen.setAttribute("aria-expanded", "false");
+  delete ui.invitePanel.dataset.room;
+}
+
+async function openInvitePanel() {
+  const conv = state.view;
+  if (conv?.kind !== "room") return;
+  closePopovers();
+  ui.invitePanel.dataset.room = conv.name;
+  ui.inviteTitle.textContent = `Invite to #${conv.name}`;
+  ui.invitePanel.classList.remove("hidden");
+  ui.inviteOpen.setAttribute("aria-expanded", "true");
+  renderInviteList(conv);
+  await refreshEveryone();
+  if (ui.invitePanel.dataset.room === conv.name) renderInviteList(conv);
+}
+
+/** Online users who are not in the room yet, each with an Invite button. */
+function renderInviteList(conv) {
+  const ids = [...state.everyone.keys()]
+    .filter((id) => !isMe(id) && !conv.members.has(id))
+    .sort((a, b) => displayName(a).localeCompare(displayName(b)) || a.localeCompare(b));
+  const items = ids.map((id) => {
+    const name = displayName(id);
+    const li = h("li", "invite-item");
+    li.dataset.user = id;
+    li.dataset.name = name;
+    const label = h("bdi", "invite-name", name);
+    label.title = id;
+    const btn = h("button", "invite-button", "Invite");
+    btn.type = "button";
+    btn.dataset.testid = "invite-user";
+    btn.setAttribute("aria-label", `Invite ${name} to #${conv.name}`);
+    btn.addEventListener("click", () => inviteUser(conv.name, id, btn));
+    li.append(label, btn);
+    return li;
+  });
+  ui.inviteList.replaceChildren(...items);
+  ui.inviteEmpty.textContent = state.everyone.size > 1 ? "Everyone online is in the room already." : "Nobody else is online.";
+  ui.inviteEmpty.classList.toggle("hidden", items.length > 0);
+  placePopover(ui.invitePanel, ui.inviteOpen, "below");
+}
+
+async function inviteUser(room, id, btn) {
+  btn.disabled = true;
+  try {
+    await request("room:invite", { room, user: id });
+    btn.textContent = "Invited";
+    toast(`Invited ${displayName(id)} to #${room}`, "info");
+  } catch (e) {
+    btn.disabled = false;
+    toast(`Could not invite ${displayName(id)}: ${describe(e)}`);
+  }
+}
+
+ui.inviteOpen.addEventListener("click", (ev) => {
+  ev.stopPropagation();
+  if (ui.invitePanel.classList.contains("hidden")) openInvitePanel();
+  else closeInvitePanel();
+});
+ui.inviteClose.addEventListener("click", closeInvitePanel);
+
+document.addEventListener("click", (ev) => {
+  if (ui.modPop.contains(ev.target) || ui.invitePanel.contains(ev.target)) return;
+  if (!ui.modPop.classList.contains("hidden") || !ui.invitePanel.classList.contains("hidden")) closePopovers();
+});
+document.addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape" && !ui.confirm.open) closePopovers();
+});
+
+// --- what the server tells this user ---
+
+function showModNotice(text) {
+  ui.modNoticeText.textContent = text;
+  ui.modNotice.classList.remove("hidden");
+}
+
+function hideModNotice() {
+  ui.modNotice.classList.add("hidden");
+  ui.modNoticeText.textContent = "";
+}
+ui.modNoticeClose.addEventListener("click", hideModNotice);
+
+/** `mod:action {action, room?, until?}`: a moderator acted on this user. */
+function onModAction(socket, a) {
+  const action = a?.action;
+  const room = typeof a?.room === "string" ? a.room : null;
+  const until = typeof a?.until === "number" ? a.until : null;
+  const untilText = until ? ` until ${formatUntil(until)}` : "";
+  if (!room) {
+    // Server-wide ban: the server disconnects every socket and refuses handshakes.
+    if (action === "ban") serverBanned(`You were banned from this server${untilText}.`);
+    return;
+  }
+  let text;
+  if (action === "mute") text = `You were muted in #${room}${untilText}.`;
+  else if (action === "kick") text = `You were kicked from #${room}; you may join it again.`;
+  else if (action === "ban") text = `You were banned from #${room}${untilText}.`;
+  else if (action === "remove") text = `You were removed from #${room}.`;
+  else return;
+  if (action !== "mute") {
+    // The server has taken this socket out of the room already.
+    const conv = state.rooms.get(room);
+    if (conv) {
+      if (state.typingRoom === room) {
+        clearTimeout(state.typingIdleTimer);
+        state.typingRoom = null;
+      }
+      dropRoom(conv);
+    }
+    if (ui.invitePanel.dataset.room === room || state.modTarget?.room === room) closePopovers();
+    refreshRoomList();
+  }
+  showModNotice(text);
+}
+
+/** Banned from the server: the connection ends (no reconnecting); the login form says why. */
+function serverBanned(text) {
+  const pasted = localStorage.getItem(TOKEN_KIND_KEY) === "pasted";
+  dropSocket();
+  forgetCredentials();
+  state.tokenFlow = pasted;
+  resetState();
+  setConn("offline", "banned");
+  showLogin(text);
+}
+
+function hideInviteToast() {
+  clearTimeout(state.inviteTimer);
+  ui.inviteToast.classList.add("hidden");
+  delete ui.inviteToast.dataset.room;
+}
+
+/** `room:invited {room, by, byId}`: a toast with a Join action. */
+function onRoomInvited({ room, by, byId } = {}) {
+  if (typeof room !== "string" || !ROOM_RE.test(room)) return;
+  learnName(byId, by);
+  const who = typeof by === "string" && by ? by : displayName(byId);
+  ui.inviteToastText.textContent = `${who} invited you to #${room}`;
+  ui.inviteToast.dataset.room = room;
+  ui.inviteToast.classList.remove("hidden");
+  clearTimeout(state.inviteTimer);
+  state.inviteTimer = setTimeout(hideInviteToast, INVITE_TOAST_MS);
+  refreshRoomList(); // the room is listed to this user now
+}
+
+ui.inviteToastJoin.addEventListener("click", async () => {
+  const room = ui.inviteToast.dataset.room;
+  hideInviteToast();
+  if (!room) return;
+  const conv = state.rooms.get(room);
+  if (conv?.joined) {
+    showConversation(conv);
+    return;
+  }
+  try {
+    await joinRoom(room);
+    refreshRoomList();
+  } catch (e) {
+    toast(`Could not join #${room}: ${describe(e)}`);
+  }
+});
+ui.inviteToastClose.addEventListener("click", hideInviteToast);
+
+/** `announcement {from, fromId, text, ts}`: shown in the current conversation. */
+function onAnnouncement({ from, fromId, text } = {}) {
+  if (typeof text !== "string" || !text) return;
+  learnName(fromId, from);
+  const who = typeof from === "string" && from ? from : displayName(fromId);
+  const line = `Announcement from ${who}: ${text}`;
+  const conv = state.view;
+  if (!conv) {
+    toast(line, "info");
+    return;
+  }
+  const atBottom = isAtBottom(120);
+  const li = addNotice(conv, line);
+  li.classList.add("announcement");
+  li.dataset.testid = "announcement";
+  if (atBottom) scrollToBottom();
+}
+
+// --- admin panel: announcements and the audit log ---
+
+ui.adminOpen.addEventListener("click", () => {
+  if (!ui.adminDialog.open) ui.adminDialog.showModal();
+  loadAudit(true);
+});
+ui.adminClose.addEventListener("click", () => ui.adminDialog.close());
+
+ui.announceForm.addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const text = ui.announceInput.value.trim();
+  if (!text) return;
+  try {
+    await request("announce", { text });
+    ui.announceInput.value = "";
+    toast("Announcement sent", "info");
+    loadAudit(true);
+  } catch (e) {
+    toast(`Announcement not sent: ${describe(e)}`);
+  }
+});
+
+function auditCell(text, title) {
+  const td = h("td", null, text ?? "");
+  if (title) td.title = title;
+  return td;
+}
+
+async function loadAudit(reset) {
+  const payload = { limit: AUDIT_PAGE };
+  if (!reset && state.auditOldest) payload.before = state.auditOldest;
+  ui.auditStatus.textContent = "Loading…";
+  try {
+    const ack = await request("audit:list", payload);
+    const entries = Array.isArray(ack.entries) ? ack.entries : [];
+    const rows = entries.map((e) => {
+      const tr = h("tr");
+      if (typeof e.id === "string") tr.dataset.id = e.id;
+      tr.dataset.action = String(e.action ?? "");
+      const target = typeof e.target === "string" ? e.target : "";
+      tr.append(
+        auditCell(formatTime(e.ts), new Date(e.ts).toLocaleString()),
+        auditCell(displayName(e.actor), e.actor),
+        auditCell(e.action),
+        auditCell(target && e.action !== "delete" ? displayName(target) : target, target),
+        auditCell(e.room ? `#${e.room}` : e.action === "ban" ? "(server)" : ""),
+        auditCell(typeof e.until === "number" ? formatUntil(e.until) : ""),
+      );
+      if (e.action === "ban" && target) {
+        const td = h("td");
+        const btn = h("button", "link-button", "Unban");
+        btn.type = "button";
+        btn.dataset.testid = "audit-unban";
+        btn.addEventListener("click", () => unban(target, e.room ?? null, btn));
+        td.append(btn);
+        tr.append(td);
+      }
+      return tr;
+    });
+    if (reset) ui.auditRows.replaceChildren(...rows);
+    else ui.auditRows.append(...rows);
+    const last = entries[entries.length - 1];
+    if (last && typeof last.id === "string") state.auditOldest = last.id;
+    else if (reset) state.auditOldest = null;
+    ui.auditMore.classList.toggle("hidden", entries.length < AUDIT_PAGE);
+    ui.auditStatus.textContent = ui.auditRows.childElementCount ? "" : "Nothing logged yet.";
+  } catch (e) {
+    ui.auditStatus.textContent = `Could not load the audit log: ${describe(e)}`;
+  }
+}
+ui.auditMore.addEventListener("click", () => loadAudit(false));
+
+async function unban(user, room, btn) {
+  const where = room ? `#${room}` : "this server";
+  if (!(await confirmAction(`Lift the ban of ${displayName(user)} from ${where}?`, "Unban"))) return;
+  try {
+    const ack = await request("mod:unban", room ? { user, room } : { user });
+    btn.disabled = true;
+    btn.textContent = ack.lifted ? "Lifted" : "Not banned";
+    loadAudit(true);
+  } catch (e) {
+    toast(`Unban failed: ${describe(e)}`);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -1621,11 +2194,27 @@ ui.roomForm.addEventListener("submit", async (ev) => {
     toast("Room names are 1–64 characters: a–z, 0–9, '-' or '_', starting with a letter or digit");
     return;
   }
+  const priv = ui.roomPrivate.checked;
+  const announce = ui.roomAnnounce.checked;
   const existing = state.rooms.get(name);
-  if (existing?.joined) {
+  if (existing?.joined && !priv && !announce) {
     ui.roomInput.value = "";
     showConversation(existing);
     return;
+  }
+  if (priv || announce) {
+    // A new room of one's own: create it (refused if it exists or is in use), then join.
+    try {
+      const ack = await request("room:create", { room: name, private: priv, announce });
+      state.owned.set(ack.room ?? name, { private: !!ack.private, announce: !!ack.announce });
+      saveOwned();
+    } catch (e) {
+      toast(`Could not create #${name}: ${describe(e)}`);
+      return;
+    }
+    ui.roomPrivate.checked = false;
+    ui.roomAnnounce.checked = false;
+    updateRoomSubmit();
   }
   try {
     await joinRoom(name);

@@ -1,6 +1,8 @@
 // Launch options of Debian's Chromium for the browser tests (playwright-core, never a
 // downloaded browser), with the flags this machine's closed network needs.
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { confabBin } from "./server.mjs";
 
 const WAIT_MS = 10000;
 
@@ -82,6 +84,40 @@ export async function openUser(browser, url, name, opts = {}) {
   const user = await openPage(browser, url, name, opts);
   const { page } = user;
   await page.locator("#name-input").fill(name);
+  await page.locator("#name-submit").click();
+  await waitInGeneral(page);
+  return user;
+}
+
+/**
+ * `confab token ARGS...` signed with the secret in `secretFile` (as an operator mints
+ * one): resolves to the token it prints.
+ */
+export function mintToken(secretFile, args) {
+  return new Promise((resolve, reject) => {
+    execFile(
+      confabBin(),
+      ["token", ...args],
+      { env: { ...process.env, CONFAB_JWT_SECRET_FILE: secretFile }, timeout: WAIT_MS },
+      (err, stdout, stderr) => {
+        if (err) return reject(new Error(`confab token ${args.join(" ")}: ${err.message}\n${stderr}`));
+        const token = stdout.trim();
+        if (token.split(".").length !== 3) return reject(new Error(`confab token printed ${JSON.stringify(stdout)}`));
+        resolve(token);
+      },
+    );
+  });
+}
+
+/**
+ * Opens a fresh context + page and signs in by pasting `token` through the login
+ * form's token toggle (guest mode), waits until online in #general.
+ */
+export async function openTokenUser(browser, url, label, token, opts = {}) {
+  const user = await openPage(browser, url, label, opts);
+  const { page } = user;
+  await page.locator("#token-toggle").click();
+  await page.locator("#token-input").fill(token);
   await page.locator("#name-submit").click();
   await waitInGeneral(page);
   return user;
