@@ -148,9 +148,12 @@ function formatUntil(ms) {
   return formatTime(ms);
 }
 
-/** The server writes times in refusals as "until <ms> (ms since the epoch)": show a clock time. */
+/** The server writes times in refusals in UTC ("until 2026-11-29T19:14:28Z"): show a local clock time. */
 function humanize(text) {
-  return String(text).replace(/until (\d{10,}) \(ms since the epoch\)/g, (_, ms) => `until ${formatUntil(Number(ms))}`);
+  return String(text).replace(/until (\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z)/g, (whole, iso) => {
+    const ms = Date.parse(iso);
+    return Number.isFinite(ms) ? `until ${formatUntil(ms)}` : whole;
+  });
 }
 
 class AppError extends Error {
@@ -448,6 +451,12 @@ function dropSocket() {
 function logout() {
   stopTyping();
   dropSocket();
+  // Give the display name back at once (otherwise it stays held for the server's
+  // hold period); best effort: signing out locally never waits for it.
+  const token = localStorage.getItem(TOKEN_KEY);
+  if (token) {
+    fetch("/api/signout", { method: "POST", headers: { authorization: `Bearer ${token}` } }).catch(() => {});
+  }
   forgetCredentials();
   resetState();
   setConn("offline");

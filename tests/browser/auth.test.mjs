@@ -269,6 +269,19 @@ test("signing in: guests, names held, sign-out, DMs by id, pasted tokens", { tim
       await assertOnLogin(page, "after sign-out");
       assert.equal(await storage(page, "confab.token"), null, "token forgotten");
       assert.equal(await page.locator("#name-input").inputValue(), "", "the held name is not offered again");
+      // Signing out gave the name back (POST /api/signout): it can be picked again.
+      let status = 0;
+      for (let i = 0; i < 50 && status !== 200; i++) {
+        const r = await fetch(`${url}/api/guest`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ name: "ALICE" }),
+          signal: AbortSignal.timeout(5000),
+        });
+        status = r.status;
+        if (status !== 200) await new Promise((res) => setTimeout(res, 100));
+      }
+      assert.equal(status, 200, "the signed-out name is free again");
       await page.reload({ waitUntil: "load", timeout: WAIT_MS });
       await assertOnLogin(page, "after reload");
       assert.ok(await page.locator("#name-input").isVisible(), "the name field is shown");

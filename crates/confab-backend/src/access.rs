@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 /// What a created room is. Rooms nobody created are public, as always.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomMeta {
-    /// Only members (invited, or granted by a token's `rooms` claim) may join it
-    /// or learn that it exists.
+    /// Only members (invited, or granted by a token's `rooms` claim) may join it,
+    /// read it or see it listed. (Its name is taken: `room:create` of it fails.)
     pub private: bool,
     /// Read-only for everyone but its owner, moderators and admins.
     pub announce: bool,
@@ -50,8 +50,8 @@ pub struct AuditEntry {
     pub ts: u64,
     /// Who acted (user id).
     pub actor: String,
-    /// `mute`, `unmute`, `kick`, `ban`, `unban`, `delete`, `invite`, `remove`,
-    /// `create`, `announce`.
+    /// `mute`, `kick`, `ban`, `unban`, `delete`, `invite`, `remove`, `create`,
+    /// `announce`.
     pub action: String,
     /// The user id acted on (or the message id for `delete`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

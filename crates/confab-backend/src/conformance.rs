@@ -386,6 +386,35 @@ pub async fn dms_reach_both_users_once(c: &dyn Cluster) {
     assert!(h.items.is_empty());
 }
 
+/// A conversation is keyed by both ids exactly, whatever characters they hold:
+/// `a:b` + `c` is not `a` + `b:c`.
+pub async fn dm_conversations_are_keyed_by_both_ids(c: &dyn Cluster) {
+    let n = c.node().await;
+    let (x, y) = (unique("x"), unique("y"));
+    let (ab, c_) = (format!("{x}:{y}"), unique("c"));
+    let (a, bc) = (x.clone(), format!("{y}:{c_}"));
+    let dm = |from: &str, to: &str| NewDm {
+        from_id: from.into(),
+        from: from.into(),
+        to: to.into(),
+        text: format!("{from} to {to}"),
+        client_id: None,
+    };
+    n.broker.publish_dm(dm(&a, &bc)).await.unwrap();
+    let h = n
+        .broker
+        .dm_history(&ab, &c_, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert!(h.items.is_empty(), "{:?}", h.items);
+    let h = n
+        .broker
+        .dm_history(&bc, &a, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(h.items.len(), 1);
+}
+
 /// Signals reach subscribers of the room and are not stored.
 pub async fn signals_are_delivered_not_stored(c: &dyn Cluster) {
     let mut a = c.node().await;
@@ -712,6 +741,22 @@ pub async fn names_are_claimed_by_one_user(c: &dyn Cluster) {
         n1.presence.claim_name(&short_key, &a, long).await.unwrap(),
         Some(b.clone())
     );
+    // Renewing extends only the holder's hold, and never takes a free name.
+    assert!(!n1.presence.renew_name(&short_key, &a, long).await.unwrap());
+    assert!(n1.presence.renew_name(&short_key, &b, long).await.unwrap());
+    let renewed = unique("dora");
+    assert!(!n1.presence.renew_name(&renewed, &a, short).await.unwrap());
+    assert_eq!(
+        n2.presence.claim_name(&renewed, &b, short).await.unwrap(),
+        None
+    );
+    assert!(n2.presence.renew_name(&renewed, &b, long).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        n1.presence.claim_name(&renewed, &a, long).await.unwrap(),
+        Some(b.clone()),
+        "the renewed hold outlived its first end"
+    );
     // Only the holder releases a name; then anyone may take it.
     assert!(!n1.presence.release_name(&short_key, &a).await.unwrap());
     assert!(n1.presence.release_name(&short_key, &b).await.unwrap());
@@ -791,7 +836,18 @@ pub async fn deletes_leave_tombstones(c: &dyn Cluster) {
         a.broker.room_message(&room, m1.id).await.unwrap(),
         Some(m1.clone())
     );
-    let missing = MessageId::new(m2.id.ms + 1000, 0);
+    // A retry of a deleted message's client id returns its tombstone.
+    let with_id = NewMessage {
+        client_id: Some("del-retry".into()),
+        ..draft(&room, "ann", "secret")
+    };
+    let m3 = b.broker.publish_message(with_id.clone()).await.unwrap();
+    assert_eq!(recv(&mut a.events).await, BusEvent::Message(m3.clone()));
+    assert!(b.broker.delete_message(&room, m3.id).await.unwrap());
+    let _ = recv(&mut a.events).await;
+    let retry = b.broker.publish_message(with_id).await.unwrap();
+    assert_eq!(retry, m3.clone().tombstone());
+    let missing = MessageId::new(m3.id.ms + 1000, 0);
     assert!(!a.broker.delete_message(&room, missing).await.unwrap());
     assert_eq!(a.broker.room_message(&room, missing).await.unwrap(), None);
     assert_quiet(&mut a.events).await;
@@ -997,6 +1053,7 @@ macro_rules! conformance_tests {
             fan_out_to_subscribed_nodes_only,
             concurrent_publishers_agree_on_order,
             dms_reach_both_users_once,
+            dm_conversations_are_keyed_by_both_ids,
             signals_are_delivered_not_stored,
             presence_counts_connections,
             client_id_makes_sends_idempotent,

@@ -1,15 +1,18 @@
 //! confab-backend: the engine interfaces and their implementations.
 //!
-//! A gateway talks to the rest of the chat through two small interfaces, in the
+//! A gateway talks to the rest of the chat through three small interfaces, in the
 //! spirit of Centrifugo's broker/presence split:
 //!
 //! - [`Broker`]: publish = append to history + fan out, in one atomic step; subscribe
 //!   a node to a topic (a room, or a user for DMs); read history pages.
-//! - [`Presence`]: who is connected, who is in which room, with connection counts.
+//! - [`Presence`]: who is connected, who is in which room, with connection counts;
+//!   display-name reservations.
+//! - [`Access`]: room metadata (private and announcement rooms), roles, sanctions
+//!   and the moderation audit log.
 //!
 //! Each node (gateway) receives the events of the topics it subscribed to on one
-//! [`EventReceiver`], in publish order per topic. [`memory`] implements both
-//! interfaces in one process (the embedded default); [`redis_backend`] implements
+//! [`EventReceiver`], in publish order per topic. [`memory`] implements every
+//! interface in one process (the embedded default); [`redis_backend`] implements
 //! them on Redis (cluster mode: several gateways share one Redis). [`conformance`]
 //! is the test suite both must pass.
 
@@ -111,13 +114,13 @@ pub trait Presence: Send + Sync + 'static {
     /// A connection of `user` left `room`; returns the count after (0 means the user
     /// just left). Leaving more often than joined saturates at 0.
     async fn leave(&self, room: &str, user: &str) -> Result<u64, BackendError>;
-    /// Members of `room` (at most `limit`, sorted by name) and the total count.
+    /// Members of `room` (at most `limit`, sorted by user id) and the total count.
     async fn room_members(
         &self,
         room: &str,
         limit: usize,
     ) -> Result<(Vec<UserEntry>, u64), BackendError>;
-    /// Online users (at most `limit`, sorted by name) and the total count.
+    /// Online users (at most `limit`, sorted by user id) and the total count.
     async fn online_users(&self, limit: usize) -> Result<(Vec<UserEntry>, u64), BackendError>;
     /// Connections of `user` anywhere (0 = offline).
     async fn connections(&self, user: &str) -> Result<u64, BackendError>;
@@ -131,15 +134,24 @@ pub trait Presence: Send + Sync + 'static {
     /// Reserve the display-name key `key` (see `confab_core::validate::name_key`)
     /// for user id `user` until `hold` from now. Succeeds (`None`) when the key is
     /// free, expired, or already `user`'s (the hold is then renewed); otherwise
-    /// returns the id holding it. (Gateways renew the hold when a user connects
-    /// and when they disconnect, so a name stays reserved for `hold` after its
-    /// holder was last seen.)
+    /// returns the id holding it. (Gateways claim at connect and renew at
+    /// disconnect, so a name stays reserved for `hold` after its holder was last
+    /// seen.)
     async fn claim_name(
         &self,
         key: &str,
         user: &str,
         hold: std::time::Duration,
     ) -> Result<Option<String>, BackendError>;
+
+    /// Extend `user`'s hold on `key` to `hold` from now, only if they hold it
+    /// (a released or lost name is not taken back); true if extended.
+    async fn renew_name(
+        &self,
+        key: &str,
+        user: &str,
+        hold: std::time::Duration,
+    ) -> Result<bool, BackendError>;
 
     /// Give up the display-name key `key` if `user` holds it (sign-out); true if
     /// it was released.

@@ -381,8 +381,20 @@ impl Broker for MemoryNode {
         let Some(log) = logs.rooms.get_mut(room) else {
             return Ok(false);
         };
-        if !log.update(id, |m| *m = m.clone().tombstone()) {
+        let mut tomb = None;
+        if !log.update(id, |m| {
+            let client_id = m.client_id.clone();
+            *m = m.clone().tombstone();
+            tomb = Some((m.clone(), client_id));
+        }) {
             return Ok(false);
+        }
+        // A retry of its client id returns the tombstone, not the text.
+        if let Some((t, Some(c))) = tomb {
+            let key = ("room", t.from_id.clone(), format!("{room}\0{c}"));
+            if let Some(orig) = logs.idem.seen.get_mut(&key) {
+                *orig = Original::Message(t.clone());
+            }
         }
         let event = BusEvent::Signal {
             room: room.to_owned(),
@@ -603,6 +615,7 @@ impl Presence for MemoryNode {
             .map(|(room, m)| RoomEntry {
                 room: room.clone(),
                 members: m.len() as u64,
+                private: false,
             })
             .collect();
         rooms.sort_by(|a, b| b.members.cmp(&a.members).then_with(|| a.room.cmp(&b.room)));
@@ -639,6 +652,23 @@ impl Presence for MemoryNode {
             p.claims.retain(|_, (_, until)| *until > now);
         }
         Ok(None)
+    }
+
+    async fn renew_name(
+        &self,
+        key: &str,
+        user: &str,
+        hold: Duration,
+    ) -> Result<bool, BackendError> {
+        let now = Instant::now();
+        let mut p = self.hub.presence.lock();
+        match p.claims.get_mut(key) {
+            Some((holder, until)) if holder == user && *until > now => {
+                *until = now + hold;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     async fn release_name(&self, key: &str, user: &str) -> Result<bool, BackendError> {

@@ -538,7 +538,7 @@ pub fn token(raw: Option<&Value>) -> Result<&str, ChatError> {
     match raw {
         None | Some(Value::Null) => Err(ChatError::new(
             ErrorCode::Unauthorized,
-            "a token is required (auth: {token})",
+            "a token is required (field `token`)",
         )),
         Some(Value::String(t)) if !t.is_empty() && t.len() <= TOKEN_MAX_LEN => Ok(t),
         Some(Value::String(_)) => Err(ChatError::new(
@@ -927,6 +927,9 @@ pub struct UserEntry {
 pub struct RoomEntry {
     pub room: String,
     pub members: u64,
+    /// A private room (listed only to those who may enter it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
 }
 
 /// Ack body of `room:join`.
@@ -943,6 +946,14 @@ pub struct JoinAck {
     /// Their user ids, in the same order.
     pub member_ids: Vec<String>,
     pub member_count: u64,
+    /// For a created room: its owner's id (absent for rooms nobody created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
+    /// Read-only for all but the owner and moderators.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub announce: bool,
 }
 
 /// Ack body of `room:leave`.
@@ -1276,6 +1287,9 @@ mod tests {
             members: vec!["Ann".into()],
             member_ids: vec!["a".into()],
             member_count: 1,
+            owner: None,
+            private: false,
+            announce: false,
         };
         assert_eq!(
             serde_json::to_value(AckOk::new(&a)).unwrap(),

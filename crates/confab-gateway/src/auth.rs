@@ -61,6 +61,8 @@ pub struct User {
     pub roles: Vec<String>,
     /// Private rooms the token grants.
     pub rooms: Vec<String>,
+    /// A guest identity (its name hold never outlives its token).
+    pub guest: bool,
     /// Token expiry, ms since the epoch.
     pub expires_at: Option<u64>,
 }
@@ -181,6 +183,7 @@ impl Auth {
                 name,
                 roles: Vec::new(),
                 rooms: Vec::new(),
+                guest: false,
                 expires_at: None,
             });
         };
@@ -218,6 +221,7 @@ impl Auth {
             name,
             roles: id.roles,
             rooms: id.rooms,
+            guest: id.guest,
             expires_at: id.expires_at.map(|s| s.saturating_mul(1000)),
         })
     }
@@ -228,10 +232,8 @@ impl Auth {
             return Ok(());
         }
         let key = validate::name_key(&user.name);
-        match presence
-            .claim_name(&key, &user.id, self.config.name_hold)
-            .await?
-        {
+        let hold = self.hold(user.guest, user.expires_at);
+        match presence.claim_name(&key, &user.id, hold).await? {
             None => Ok(()),
             Some(_) => Err(ChatError::new(
                 ErrorCode::NameTaken,
@@ -243,19 +245,35 @@ impl Auth {
         }
     }
 
-    /// Renew a name's hold from now (at disconnect: "last seen").
-    pub async fn renew_name(&self, presence: &Arc<dyn Presence>, user: &UserRef) {
+    /// How long a name stays held from now: the configured hold, but never past
+    /// a guest token's expiry (an expired guest identity can never come back, so
+    /// its name is free for a new one then).
+    fn hold(&self, guest: bool, expires_at: Option<u64>) -> Duration {
+        match expires_at.filter(|_| guest) {
+            Some(exp) => {
+                let left = Duration::from_millis(exp.saturating_sub(now_ms()).max(1));
+                left.min(self.config.name_hold)
+            }
+            None => self.config.name_hold,
+        }
+    }
+
+    /// Renew a name's hold from now (at disconnect: "last seen"), if the user
+    /// still holds it (not after a sign-out released it).
+    pub async fn renew_name(
+        &self,
+        presence: &Arc<dyn Presence>,
+        user: &UserRef,
+        guest: bool,
+        expires_at: Option<u64>,
+    ) {
         if self.config.mode == AuthMode::Open {
             return;
         }
         let key = validate::name_key(&user.name);
-        match presence
-            .claim_name(&key, &user.id, self.config.name_hold)
-            .await
-        {
-            Ok(None) => {}
-            Ok(Some(_)) => tracing::warn!(user = %user.id, "name hold taken over"),
-            Err(e) => tracing::warn!(user = %user.id, "name hold not renewed: {e}"),
+        let hold = self.hold(guest, expires_at);
+        if let Err(e) = presence.renew_name(&key, &user.id, hold).await {
+            tracing::warn!(user = %user.id, "name hold not renewed: {e}");
         }
     }
 
@@ -301,7 +319,8 @@ impl Auth {
             name,
             roles: Vec::new(),
             rooms: Vec::new(),
-            expires_at: None,
+            guest: true,
+            expires_at: Some(now_ms().saturating_add(ttl.as_millis() as u64)),
         };
         self.claim(presence, &user).await?;
         let token = signer

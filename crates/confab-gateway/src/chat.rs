@@ -146,12 +146,15 @@ pub async fn join_room(ctx: &Ctx, req: JoinRoom) -> Result<JoinAck, ChatError> {
             format!("room limit reached: at most {max} rooms per connection"),
         ));
     }
-    if !ctx.session.is_member(&req.room) {
-        let limits = crate::permissions::check_entry(ctx, &req.room).await?;
-        ctx.session.set_room_limits(&req.room, limits);
-    }
+    let meta = if ctx.session.is_member(&req.room) {
+        crate::permissions::meta(ctx, &req.room).await?
+    } else {
+        let (limits, meta) = crate::permissions::check_entry(ctx, &req.room).await?;
+        ctx.session.merge_room_limits(&req.room, limits);
+        meta
+    };
     let newly = enter_room(ctx, &req.room).await?;
-    match finish_join(ctx, req, newly).await {
+    match finish_join(ctx, req, newly, meta).await {
         Ok(ack) => Ok(ack),
         Err((room, e)) => {
             // A join either completes or leaves nothing behind: membership,
@@ -170,6 +173,7 @@ async fn finish_join(
     ctx: &Ctx,
     req: JoinRoom,
     newly: bool,
+    meta: Option<confab_backend::RoomMeta>,
 ) -> Result<JoinAck, (String, ChatError)> {
     let sh = &ctx.shared;
     let fail = |e: ChatError| (req.room.clone(), e);
@@ -228,6 +232,9 @@ async fn finish_join(
         member_ids: members.iter().map(|u| u.id.clone()).collect(),
         members: members.into_iter().map(|u| u.name).collect(),
         member_count,
+        private: meta.as_ref().is_some_and(|m| m.private),
+        announce: meta.as_ref().is_some_and(|m| m.announce),
+        owner: meta.map(|m| m.owner),
     })
 }
 
@@ -247,8 +254,9 @@ pub async fn list_rooms(ctx: &Ctx, _: ListRooms) -> Result<RoomListAck, ChatErro
     let names: Vec<String> = rooms.iter().map(|r| r.room.clone()).collect();
     let metas = sh.access.room_metas(&names).await?;
     let mut visible = Vec::with_capacity(rooms.len());
-    for (entry, meta) in rooms.into_iter().zip(metas) {
+    for (mut entry, meta) in rooms.into_iter().zip(metas) {
         if crate::permissions::may_see(ctx, &entry.room, meta.as_ref()).await? {
+            entry.private = meta.is_some_and(|m| m.private);
             visible.push(entry);
         }
     }
@@ -266,11 +274,17 @@ pub async fn list_rooms(ctx: &Ctx, _: ListRooms) -> Result<RoomListAck, ChatErro
         .collect();
     if !missing.is_empty() {
         let sizes = sh.presence.room_sizes(&missing).await?;
+        let metas = sh.access.room_metas(&missing).await?;
         rooms.extend(
             missing
                 .into_iter()
                 .zip(sizes)
-                .map(|(room, members)| RoomEntry { room, members }),
+                .zip(metas)
+                .map(|((room, members), meta)| RoomEntry {
+                    room,
+                    members,
+                    private: meta.is_some_and(|m| m.private),
+                }),
         );
     }
     Ok(RoomListAck { rooms })
@@ -427,7 +441,7 @@ pub async fn open_session(ctx: &Ctx) -> Result<(), ChatError> {
     let general = confab_core::validate::DEFAULT_ROOM;
     // A user banned from the default room connects without it.
     match crate::permissions::check_entry(ctx, general).await {
-        Ok(limits) => ctx.session.set_room_limits(general, limits),
+        Ok((limits, _)) => ctx.session.merge_room_limits(general, limits),
         Err(e) if e.code == ErrorCode::Forbidden => return Ok(()),
         Err(e) => {
             undo_open(ctx).await;
@@ -479,17 +493,24 @@ pub async fn close_session(shared: &Arc<Shared>, session: &Arc<Session>, socket:
     // The name stays reserved for the hold period from now (last seen).
     shared
         .auth
-        .renew_name(&shared.presence, &session.user)
+        .renew_name(
+            &shared.presence,
+            &session.user,
+            session.guest,
+            session.expires_at(),
+        )
         .await;
     shared
         .subs
         .release(Topic::User(session.user.id.clone()))
         .await;
-    fanout(
-        shared,
-        Command::Leave {
-            key: user_key(session.id()),
-            socket: socket.clone(),
-        },
-    );
+    for key in [user_key(session.id()), crate::groups::ALL.to_owned()] {
+        fanout(
+            shared,
+            Command::Leave {
+                key,
+                socket: socket.clone(),
+            },
+        );
+    }
 }

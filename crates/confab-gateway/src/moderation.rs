@@ -284,7 +284,14 @@ pub async fn delete(ctx: &Ctx, req: DeleteMessage) -> Result<MessageDeleted, Cha
         return Err(not_found());
     }
     if !own {
-        audit(ctx, "delete", Some(&msg.from_id), Some(&req.room), None).await;
+        audit(
+            ctx,
+            "delete",
+            Some(&req.id.to_string()),
+            Some(&req.room),
+            None,
+        )
+        .await;
     }
     Ok(MessageDeleted {
         room: req.room,
@@ -339,10 +346,9 @@ pub fn enforce(shared: &Arc<Shared>, e: Enforce) {
                 tracing::info!(user = %e.user, "banned: disconnecting");
                 socket.disconnect();
             }
+            // Queued behind the session's requests: a join in flight completes
+            // first and is then undone, so a racing join cannot slip past.
             ("kick" | "ban" | "remove", Some(room)) => {
-                if !session.is_member(&room) {
-                    continue;
-                }
                 let (shared, s2, sock) = (shared.clone(), session.clone(), socket.clone());
                 session.enqueue(Box::pin(async move {
                     if s2.remove_room(&room) {
@@ -350,7 +356,8 @@ pub fn enforce(shared: &Arc<Shared>, e: Enforce) {
                     }
                 }));
             }
-            ("mute", Some(room)) if session.is_member(&room) => {
+            // Kept even before the join completes (the join merges it).
+            ("mute", Some(room)) => {
                 let limits = session.room_limits(&room);
                 session.set_room_limits(
                     &room,

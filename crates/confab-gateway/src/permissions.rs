@@ -18,13 +18,35 @@ pub fn cannot_enter(room: &str) -> ChatError {
     )
 }
 
-/// "until lifted" or the time, for messages.
+/// "until lifted" or the time (UTC, RFC 3339), for messages.
 pub fn until_text(until: u64) -> String {
     if until == FOREVER {
         "until lifted".to_owned()
     } else {
-        format!("until {until} (ms since the epoch)")
+        format!("until {}", rfc3339(until))
     }
+}
+
+/// `ms` since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (days to civil date: Howard
+/// Hinnant's algorithm).
+pub fn rfc3339(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// Whether the session may see a room with this metadata at all (private rooms:
@@ -51,8 +73,12 @@ pub async fn meta(ctx: &Ctx, room: &str) -> Result<Option<RoomMeta>, ChatError> 
         .flatten())
 }
 
-/// Check that the session may enter `room`; returns its restrictions there.
-pub async fn check_entry(ctx: &Ctx, room: &str) -> Result<RoomLimits, ChatError> {
+/// Check that the session may enter `room`; returns its restrictions there and
+/// the room's metadata.
+pub async fn check_entry(
+    ctx: &Ctx,
+    room: &str,
+) -> Result<(RoomLimits, Option<RoomMeta>), ChatError> {
     let meta = meta(ctx, room).await?;
     if !may_see(ctx, room, meta.as_ref()).await? {
         return Err(cannot_enter(room));
@@ -70,10 +96,13 @@ pub async fn check_entry(ctx: &Ctx, room: &str) -> Result<RoomLimits, ChatError>
     let read_only = meta
         .as_ref()
         .is_some_and(|m| m.announce && !may_moderate(&ctx.session, Some(m)));
-    Ok(RoomLimits {
-        read_only,
-        muted_until,
-    })
+    Ok((
+        RoomLimits {
+            read_only,
+            muted_until,
+        },
+        meta,
+    ))
 }
 
 /// Whether the session moderates a room with this metadata: admins and
@@ -99,4 +128,17 @@ pub fn check_post(session: &Session, room: &str, now_ms: u64) -> Result<(), Chat
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_utc_dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_795_979_668_999), "2026-11-29T19:14:28Z");
+        assert_eq!(until_text(FOREVER), "until lifted");
+    }
 }

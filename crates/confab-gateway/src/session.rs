@@ -26,6 +26,10 @@ pub struct Session {
     pub roles: Vec<String>,
     /// Private rooms the token grants (`rooms` claim).
     pub granted_rooms: Vec<String>,
+    /// A guest identity.
+    pub guest: bool,
+    /// Woken when `auth:refresh` moves the expiry.
+    expiry_moved: tokio::sync::Notify,
     /// Per joined room: what this user may not do there (read-only room, mute).
     limits: Mutex<HashMap<String, RoomLimits>>,
     /// When the identity's token expires (ms since the epoch); moved by
@@ -83,6 +87,7 @@ impl Session {
         user: UserRef,
         roles: Vec<String>,
         granted_rooms: Vec<String>,
+        guest: bool,
         expires_at: Option<u64>,
         rate: f64,
         burst: f64,
@@ -93,6 +98,8 @@ impl Session {
             user,
             roles,
             granted_rooms,
+            guest,
+            expiry_moved: tokio::sync::Notify::new(),
             limits: Mutex::new(HashMap::new()),
             expires_at: Mutex::new(expires_at),
             gone: CancellationToken::new(),
@@ -122,6 +129,13 @@ impl Session {
 
     pub fn set_expires_at(&self, at: Option<u64>) {
         *self.expires_at.lock() = at;
+        // A permit is kept if the watcher is not waiting yet: no refresh is missed.
+        self.expiry_moved.notify_one();
+    }
+
+    /// Resolves when the expiry is moved (after this is called).
+    pub async fn expiry_moved(&self) {
+        self.expiry_moved.notified().await
     }
 
     /// Cancelled once the session is closed.
@@ -140,6 +154,19 @@ impl Session {
 
     pub fn room_limits(&self, room: &str) -> RoomLimits {
         self.limits.lock().get(room).copied().unwrap_or_default()
+    }
+
+    /// Set the restrictions loaded at join, keeping a later mute a moderation
+    /// signal may have set meanwhile.
+    pub fn merge_room_limits(&self, room: &str, loaded: RoomLimits) {
+        let now = self.room_limits(room);
+        self.set_room_limits(
+            room,
+            RoomLimits {
+                read_only: loaded.read_only,
+                muted_until: loaded.muted_until.max(now.muted_until),
+            },
+        );
     }
 
     pub fn set_room_limits(&self, room: &str, limits: RoomLimits) {
@@ -266,6 +293,7 @@ mod tests {
             user("a"),
             vec![],
             vec![],
+            false,
             None,
             1000.0,
             1000.0,
@@ -301,6 +329,7 @@ mod tests {
             user("a"),
             vec![],
             vec![],
+            false,
             None,
             1000.0,
             1000.0,
@@ -345,6 +374,7 @@ mod tests {
             user("a"),
             vec![],
             vec![],
+            false,
             None,
             0.0,
             3.0,
@@ -359,6 +389,7 @@ mod tests {
             user("b"),
             vec![],
             vec![],
+            false,
             None,
             1000.0,
             1000.0,

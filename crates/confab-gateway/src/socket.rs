@@ -131,6 +131,7 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
         user.user_ref(),
         roles,
         user.rooms,
+        user.guest,
         user.expires_at,
         cfg.rate_per_sec,
         cfg.rate_burst,
@@ -150,6 +151,18 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
         .sessions
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     m::connection_opened();
+    // A ban made while this socket was being set up found no session to act on:
+    // look again now that moderation can see it.
+    let banned = access
+        .sanction(SanctionKind::Ban, ctx.session.id(), None)
+        .await;
+    if let Ok(Some(until)) = banned {
+        close(ctx);
+        return refuse(ChatError::new(
+            ErrorCode::Forbidden,
+            format!("you are banned from this server {}", until_text(until)),
+        ));
+    }
     Ok(ctx)
 }
 
@@ -200,6 +213,7 @@ async fn watch_expiry(ctx: Ctx) {
         let sleep = std::time::Duration::from_millis(wake - now);
         tokio::select! {
             _ = tokio::time::sleep(sleep) => {}
+            _ = ctx.session.expiry_moved() => {}
             _ = ctx.session.gone().cancelled() => return,
             _ = ctx.shared.shutdown.cancelled() => return,
         }

@@ -72,10 +72,11 @@ struct RoleArgs {
     #[arg(long)]
     user: String,
     /// Role to grant.
-    #[arg(long, required_unless_present = "revoke", conflicts_with = "revoke")]
+    #[arg(long, required_unless_present = "revoke", conflicts_with = "revoke",
+          value_parser = ["admin", "moderator"])]
     grant: Option<String>,
     /// Role to revoke.
-    #[arg(long)]
+    #[arg(long, value_parser = ["admin", "moderator"])]
     revoke: Option<String>,
 }
 

@@ -452,8 +452,14 @@ async fn direct_messages() {
             &call(&a, "dm:send", json!({"to": 5, "text": "x"})).await,
             "bad_request",
         );
+        // `with` is a user id: any 1-128 visible characters (an id never seen has
+        // an empty conversation); whitespace is not an id.
+        assert_eq!(
+            ok(call(&a, "dm:history", json!({"with": "<script>"})).await)["messages"],
+            json!([])
+        );
         assert_err(
-            &call(&a, "dm:history", json!({"with": "<script>"})).await,
+            &call(&a, "dm:history", json!({"with": "a b"})).await,
             "invalid_name",
         );
         assert_err(

@@ -24,6 +24,10 @@ pub(crate) struct StoredMessage {
     pub text: String,
     #[serde(rename = "clientId", default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// Only in an idempotency record rewritten by a delete (stream entries cannot
+    /// change: their tombstones are in the room's deleted-ids hash).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 impl StoredMessage {
@@ -40,7 +44,7 @@ impl StoredMessage {
             text: self.text,
             ts: id.ms,
             client_id: self.client_id,
-            deleted: false,
+            deleted: self.deleted,
         }
     }
 }
@@ -321,6 +325,7 @@ mod tests {
             from_id: "a".into(),
             text: "hi".into(),
             client_id: None,
+            deleted: false,
         })
         .unwrap();
         let mut frame = b"M12-3 ".to_vec();

@@ -35,10 +35,14 @@ impl Keys {
         format!("{}:room:{{{room}}}", self.prefix)
     }
 
-    /// Stream of a DM conversation: `confab:dm:{<a>:<b>}:log` with `a <= b`.
+    /// Stream of a DM conversation: `confab:dm:{<a>:<b>}:log` with `a <= b`, and
+    /// `%` and `:` in the ids escaped as `%25` and `%3A`: user ids may contain `:`
+    /// (a JWT `sub`), and `a:b` + `c` must not be the conversation of `a` + `b:c`.
+    /// (Ids without those characters keep the key they always had.)
     pub(crate) fn dm_log(&self, a: &str, b: &str) -> String {
         let (a, b) = dm_pair(a, b);
-        format!("{}:dm:{{{a}:{b}}}:log", self.prefix)
+        let esc = |s: &str| s.replace('%', "%25").replace(':', "%3A");
+        format!("{}:dm:{{{}:{}}}:log", self.prefix, esc(a), esc(b))
     }
 
     /// Pub/sub channel of a user (DMs from and to them): `confab:user:{<name>}`.
@@ -112,7 +116,7 @@ impl Keys {
     }
 
     /// Idempotency record of a client id: `confab:idem:{<user>}:<kind>:<client id>`
-    /// (kind `room` or `dm`), holding the original message for the window.
+    /// (kind `room:<room>` or `dm`), holding the original message for the window.
     pub(crate) fn idempotency(&self, user: &str, kind: &str, client_id: &str) -> String {
         format!("{}:idem:{{{user}}}:{kind}:{client_id}", self.prefix)
     }
@@ -210,5 +214,14 @@ mod tests {
         assert_eq!(k.topic_of("confab:room:{x}:log"), None);
         assert_eq!(k.room_log("r"), "confab:room:{r}:log");
         assert_eq!(k.dm_log("bob", "alice"), "confab:dm:{alice:bob}:log");
+    }
+
+    #[test]
+    fn dm_keys_keep_ids_apart() {
+        let k = Keys::new("confab");
+        assert_ne!(k.dm_log("a:b", "c"), k.dm_log("a", "b:c"));
+        assert_ne!(k.dm_log("a%3Ab", "c"), k.dm_log("a:b", "c"));
+        assert_eq!(k.dm_log("bob", "alice"), "confab:dm:{alice:bob}:log");
+        assert_eq!(k.dm_log("x", "y"), k.dm_log("y", "x"));
     }
 }

@@ -594,6 +594,7 @@ impl Broker for RedisNode {
             from_id,
             text,
             client_id,
+            deleted: false,
         };
         let mut inv = scripts::PUBLISH_MESSAGE.prepare_invoke();
         inv.key(s.keys.room_log(&room))
@@ -692,13 +693,36 @@ impl Broker for RedisNode {
 
     async fn delete_message(&self, room: &str, id: MessageId) -> Result<bool, BackendError> {
         let s = &self.shared;
+        let Some(msg) = self.room_message(room, id).await? else {
+            return Ok(false);
+        };
+        let (idem, record) = match &msg.client_id {
+            Some(c) => {
+                let tomb = codec::StoredMessage {
+                    from: msg.from.clone(),
+                    from_id: msg.from_id.clone(),
+                    text: String::new(),
+                    client_id: None,
+                    deleted: true,
+                };
+                let mut rec = format!("{id}|{room}|").into_bytes();
+                rec.extend(encode(&tomb)?);
+                (
+                    s.keys.idempotency(&msg.from_id, &format!("room:{room}"), c),
+                    rec,
+                )
+            }
+            None => (String::new(), Vec::new()),
+        };
         let frame = codec::signal_frame(&Signal::Deleted { id })?;
         let mut inv = scripts::DELETE_MESSAGE.prepare_invoke();
         inv.key(s.keys.room_log(room))
             .key(s.keys.room_deleted(room))
+            .key(idem)
             .arg(id.to_string())
             .arg(s.keys.room_channel(room))
-            .arg(frame);
+            .arg(frame)
+            .arg(record);
         let n: i64 = s.invoke(&inv).await?;
         Ok(n == 1)
     }
@@ -902,6 +926,7 @@ impl Presence for RedisNode {
             rooms.push(RoomEntry {
                 room: as_string(room, "room name")?,
                 members: (-as_i64(score, "room score")?).max(0) as u64,
+                private: false,
             });
         }
         Ok(rooms)
@@ -932,6 +957,21 @@ impl Presence for RedisNode {
             .arg(hold.as_millis().max(1) as u64);
         let holder: String = s.invoke(&inv).await?;
         Ok((!holder.is_empty()).then_some(holder))
+    }
+
+    async fn renew_name(
+        &self,
+        key: &str,
+        user: &str,
+        hold: std::time::Duration,
+    ) -> Result<bool, BackendError> {
+        let s = &self.shared;
+        let mut inv = scripts::RENEW_NAME.prepare_invoke();
+        inv.key(s.keys.name_claim(key))
+            .arg(user)
+            .arg(hold.as_millis().max(1) as u64);
+        let n: i64 = s.invoke(&inv).await?;
+        Ok(n == 1)
     }
 
     async fn release_name(&self, key: &str, user: &str) -> Result<bool, BackendError> {

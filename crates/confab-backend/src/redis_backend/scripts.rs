@@ -288,15 +288,20 @@ return n
 
 /// Tombstone a room message: mark its id deleted and publish the signal frame.
 ///
-/// `KEYS[1]` room stream, `KEYS[2]` the room's deleted-ids hash. `ARGV[1]` message
-/// id, `ARGV[2]` room channel, `ARGV[3]` the `Signal::Deleted` frame. Returns 1, or 0
-/// when the stream does not hold the id (nothing published).
+/// `KEYS[1]` room stream, `KEYS[2]` the room's deleted-ids hash, `KEYS[3]` the
+/// message's idempotency record (`''` without client id). `ARGV[1]` message id,
+/// `ARGV[2]` room channel, `ARGV[3]` the `Signal::Deleted` frame, `ARGV[4]` the
+/// tombstone's idempotency record (a retry then returns the tombstone, not the
+/// text). Returns 1, or 0 when the stream does not hold the id (nothing published).
 pub(crate) static DELETE_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1], 'COUNT', 1)
 if #e == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], 1)
+if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
+  redis.call('SET', KEYS[3], ARGV[4], 'KEEPTTL')
+end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 "#,
@@ -326,6 +331,19 @@ pub(crate) static RELEASE_NAME: LazyLock<Script> = LazyLock::new(|| {
         r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
+end
+return 0
+"#,
+    )
+});
+
+/// Extend a display-name hold if `ARGV[1]` holds it. `KEYS[1]` the claim key,
+/// `ARGV[2]` the hold in ms. Returns 1 if extended.
+pub(crate) static RENEW_NAME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 "#,

@@ -83,7 +83,7 @@ impl Cursors {
                 }
             },
             BusEvent::Dm(d) => {
-                let (a, b) = dm_pair(&d.from, &d.to);
+                let (a, b) = dm_pair(&d.from_id, &d.to);
                 let key = (a.to_owned(), b.to_owned());
                 match fresh(self.pairs.get_mut(&key), d.id) {
                     Some(false) => return false,
@@ -296,9 +296,21 @@ impl Shared {
         loop {
             let batch = self.range_after(key, start, CATCH_UP_PAGE).await?;
             let n = batch.len();
-            for (id, body) in batch {
+            // Messages deleted meanwhile are replayed as their tombstones.
+            let dead = match topic {
+                Topic::Room(room) if n > 0 => {
+                    let ids: Vec<MessageId> = batch.iter().map(|(id, _)| *id).collect();
+                    self.tombstoned(room, &ids).await?
+                }
+                _ => vec![false; n],
+            };
+            for ((id, body), dead) in batch.into_iter().zip(dead) {
                 start = id;
-                match decode(id, &body) {
+                let decoded = decode(id, &body).map(|ev| match ev {
+                    BusEvent::Message(m) if dead => BusEvent::Message(m.tombstone()),
+                    ev => ev,
+                });
+                match decoded {
                     Ok(ev) => {
                         if self.cursors.lock().offer(topic, ev, &self.events) {
                             self.stats.caught_up.fetch_add(1, Ordering::Relaxed);
