@@ -354,3 +354,32 @@ test("jwt: SIGHUP reloads the public key file (rotation without a restart)", T, 
     await rot.stop();
   }
 });
+
+test("guest: a name's hold ends with its guest token (an expired guest cannot come back)", T, async () => {
+  const short = new Harness(["--auth", "guest", "--guest-ttl", "2s", "--name-hold", "30d"]);
+  await short.start();
+  try {
+    const name = uname("ttl");
+    const g = await newGuest(short, name);
+    const s = await short.connect(name, { auth: { token: g.token } });
+    await short.close(s); // disconnect renews the hold: still capped by the token
+    assert.equal((await postGuest(short, { name })).status, 409);
+    await sleep(2500);
+    const again = await postGuest(short, { name });
+    assert.equal(again.status, 200, JSON.stringify(again.body));
+  } finally {
+    await short.stop();
+  }
+});
+
+test("jwt: auth:refresh to an earlier expiry is enforced at once", T, async () => {
+  const c = claims();
+  const s = jwt.raw({ auth: { token: hs256(c) } });
+  await waitFor(s, "session", () => true, 5000);
+  const gone = new Promise((res) => s.once("disconnect", res));
+  const soon = now() + 1;
+  assertOk(await call(s, "auth:refresh", { token: hs256({ ...c, exp: soon }) }));
+  // exp + the 5 s leeway of token checks, well before the first token's hour.
+  const reason = await Promise.race([gone, sleep(10000).then(() => "still connected")]);
+  assert.equal(reason, "io server disconnect");
+});

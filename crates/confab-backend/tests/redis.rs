@@ -10,6 +10,7 @@ use confab_backend::{
     BackendError, Broker, BusEvent, EventReceiver, HistoryQuery, NewDm, NewMessage, Presence,
     Signal, Topic,
 };
+use confab_core::Message;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -410,11 +411,17 @@ async fn catches_up_after_pubsub_outage() {
         tokio::spawn(async move {
             let (mut msgs, mut dms) = (Vec::new(), Vec::new());
             for i in 0..150 {
-                msgs.push(
-                    b.publish_message(draft(&room, &i.to_string()))
-                        .await
-                        .unwrap(),
-                );
+                let m = b
+                    .publish_message(draft(&room, &i.to_string()))
+                    .await
+                    .unwrap();
+                // Some are deleted at once: during the outage too.
+                if i % 7 == 3 {
+                    assert!(b.delete_message(&room, m.id).await.unwrap());
+                    msgs.push(m.tombstone());
+                } else {
+                    msgs.push(m);
+                }
                 if i % 5 == 0 {
                     let (from, to) = if i % 10 == 0 {
                         (&bob, &ann)
@@ -424,7 +431,8 @@ async fn catches_up_after_pubsub_outage() {
                     dms.push(
                         b.publish_dm(NewDm {
                             from_id: from.clone(),
-                            from: from.clone(),
+                            // A display name unlike the id: the cursors go by id.
+                            from: format!("{from} (name)"),
                             to: to.clone(),
                             text: i.to_string(),
                             client_id: None,
@@ -458,14 +466,40 @@ async fn catches_up_after_pubsub_outage() {
     let (msgs, dms) = publisher.await.unwrap();
 
     let (mut got_msgs, mut got_dms) = (Vec::new(), Vec::new());
+    let mut tombstones_caught_up = 0;
+    // A live deletion may overtake the catch-up of its message.
+    let mut deleted_early = std::collections::HashSet::new();
     while got_msgs.len() < msgs.len() || got_dms.len() < dms.len() {
         match recv(&mut ea, Duration::from_secs(3)).await {
-            BusEvent::Message(m) => got_msgs.push(m),
+            BusEvent::Message(m) => {
+                tombstones_caught_up += usize::from(m.deleted);
+                let m = if deleted_early.remove(&m.id) {
+                    m.tombstone()
+                } else {
+                    m
+                };
+                got_msgs.push(m)
+            }
             BusEvent::Dm(d) => got_dms.push(d),
+            BusEvent::Signal {
+                signal: Signal::Deleted { id },
+                ..
+            } => match got_msgs.iter_mut().find(|m: &&mut Message| m.id == id) {
+                Some(m) => *m = m.clone().tombstone(),
+                None => {
+                    deleted_early.insert(id);
+                }
+            },
             other => panic!("unexpected {other:?}"),
         }
     }
+    // Every deleted message ends as its tombstone: replayed as one when the
+    // deletion happened during the outage (its text never delivered).
     assert_eq!(got_msgs, msgs);
+    assert!(
+        tombstones_caught_up > 0,
+        "some deletions happened during the outage"
+    );
     assert_eq!(got_dms, dms);
     let stats = a.stats();
     assert_eq!(stats.reconnects, 1);
