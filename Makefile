@@ -71,7 +71,9 @@ chaos: build
 loadtest-smoke:
 	loadtest/run-smoke.sh
 
-## Artillery user mix against a running server (default: `make run`'s); TARGET=http://127.0.0.1:8080 for `make cluster`
+## Artillery user mix against a running server in `--auth open` mode (the scenarios connect
+## by name): e.g. `./target/release/confab serve --auth open`, or `CONFAB_AUTH=open make cluster`
+## with TARGET=http://127.0.0.1:8080
 TARGET ?= http://127.0.0.1:3000
 loadtest:
 	loadtest/run.sh chat-mix.yml --target $(TARGET)
