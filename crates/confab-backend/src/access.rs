@@ -63,7 +63,16 @@ pub struct AuditEntry {
     pub until: Option<u64>,
 }
 
-/// Room metadata, roles, sanctions and the audit log, cluster-wide.
+/// One GCRA bucket of a cluster-wide rate limit: `per_sec` sustained, `burst` at
+/// once, under `key` (e.g. `msg:u:<id>`, `conn:ip:<addr>`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateBucket {
+    pub key: String,
+    pub per_sec: f64,
+    pub burst: f64,
+}
+
+/// Room metadata, roles, sanctions, the audit log and rate limits, cluster-wide.
 #[async_trait]
 pub trait Access: Send + Sync + 'static {
     /// Record `room` as created with `meta` (its owner becomes a member); false if
@@ -114,6 +123,14 @@ pub trait Access: Send + Sync + 'static {
 
     /// Append to the audit log (bounded: the oldest entries go first).
     async fn audit_append(&self, entry: AuditEntry) -> Result<(), BackendError>;
+    /// Take one event from every bucket of `buckets`, all or none (GCRA, on the
+    /// backend's clock, so it holds across every gateway); `Ok(Err(wait))` when a
+    /// bucket is empty: a retry can succeed after `wait`.
+    async fn rate_take(
+        &self,
+        buckets: &[RateBucket],
+    ) -> Result<Result<(), std::time::Duration>, BackendError>;
+
     /// Audit entries older than `before` (an entry id; `None`: the newest), newest
     /// first, at most `limit`.
     async fn audit_list(
@@ -125,3 +142,49 @@ pub trait Access: Send + Sync + 'static {
 
 /// Entries the audit log keeps.
 pub const AUDIT_RETENTION: usize = 100_000;
+
+/// GCRA on one bucket, pure: the bucket's theoretical arrival time `tat` (ms), the
+/// time `now` (ms); returns the new `tat` if an event is allowed now, else how long
+/// until it would be (ms). The Redis script computes the same.
+pub fn gcra(tat: Option<f64>, now: f64, per_sec: f64, burst: f64) -> Result<f64, f64> {
+    let emission = 1000.0 / per_sec.max(1e-9);
+    let tolerance = emission * burst.max(1.0);
+    let tat = tat.unwrap_or(now).max(now);
+    let new_tat = tat + emission;
+    let allow_at = new_tat - tolerance;
+    if allow_at > now {
+        Err(allow_at - now)
+    } else {
+        Ok(new_tat)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gcra;
+
+    #[test]
+    fn gcra_allows_a_burst_then_the_rate() {
+        // 10/s, burst 3: three at once, then one per 100 ms.
+        let mut tat = None;
+        for _ in 0..3 {
+            tat = Some(gcra(tat, 0.0, 10.0, 3.0).unwrap());
+        }
+        let wait = gcra(tat, 0.0, 10.0, 3.0).unwrap_err();
+        assert!((wait - 100.0).abs() < 1e-6, "{wait}");
+        tat = Some(gcra(tat, 100.0, 10.0, 3.0).unwrap());
+        assert!(gcra(tat, 150.0, 10.0, 3.0).is_err());
+        // After a long pause, the burst again (not more).
+        let mut t = tat;
+        let allowed = (0..10)
+            .filter(|_| match gcra(t, 10_000.0, 10.0, 3.0) {
+                Ok(n) => {
+                    t = Some(n);
+                    true
+                }
+                Err(_) => false,
+            })
+            .count();
+        assert_eq!(allowed, 3);
+    }
+}

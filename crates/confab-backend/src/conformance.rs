@@ -670,11 +670,37 @@ pub async fn dm_unread_and_mark_read(c: &dyn Cluster) {
         n.broker.dm_unread(&bob).await.unwrap(),
         vec![(ann.clone(), 1)]
     );
+    // Read markers only move forward: marking an older id reads nothing back.
+    assert_eq!(
+        n.broker.dm_mark_read(&bob, &ann, sent[0].id).await.unwrap(),
+        1
+    );
     assert_eq!(
         n.broker.dm_mark_read(&bob, &ann, sent[2].id).await.unwrap(),
         0
     );
     assert!(n.broker.dm_unread(&bob).await.unwrap().is_empty());
+    assert_eq!(
+        n.broker
+            .dm_mark_read(&bob, &ann, MessageId::ZERO)
+            .await
+            .unwrap(),
+        0,
+        "upTo 0-0 after reading: still read"
+    );
+    // A DM after the marker is unread again; a huge upTo reads everything.
+    n.broker.publish_dm(dm(&ann, &bob, "more")).await.unwrap();
+    assert_eq!(
+        n.broker.dm_unread(&bob).await.unwrap(),
+        vec![(ann.clone(), 1)]
+    );
+    assert_eq!(
+        n.broker
+            .dm_mark_read(&bob, &ann, MessageId::MAX)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 /// A reused client id in another room is a new message there (idempotency is
@@ -1026,6 +1052,50 @@ pub async fn access_is_shared(c: &dyn Cluster) {
     assert_eq!(mine(older), vec!["mute"]);
 }
 
+/// Rate buckets hold across nodes: a burst, then refusals with a wait, all or
+/// none over several buckets, and the rate again after the wait.
+pub async fn rate_limits_hold_across_nodes(c: &dyn Cluster) {
+    use crate::RateBucket;
+    let n1 = c.node().await;
+    let n2 = c.node().await;
+    let user = RateBucket {
+        key: unique("rl:u"),
+        per_sec: 5.0,
+        burst: 3.0,
+    };
+    let ip = RateBucket {
+        key: unique("rl:ip"),
+        per_sec: 100.0,
+        burst: 100.0,
+    };
+    let both = [user.clone(), ip.clone()];
+    let mut taken = 0;
+    for i in 0..6 {
+        let node = if i % 2 == 0 { &n1 } else { &n2 };
+        if node.access.rate_take(&both).await.unwrap().is_ok() {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 3, "the burst, shared by both nodes");
+    let wait = n1.access.rate_take(&both).await.unwrap().unwrap_err();
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_millis(200),
+        "{wait:?}"
+    );
+    // All or none: the refused takes did not drain the other bucket.
+    for _ in 0..90 {
+        assert!(n2
+            .access
+            .rate_take(std::slice::from_ref(&ip))
+            .await
+            .unwrap()
+            .is_ok());
+    }
+    tokio::time::sleep(wait + Duration::from_millis(30)).await;
+    assert!(n2.access.rate_take(&both).await.unwrap().is_ok());
+    assert!(n1.access.rate_take(&[]).await.unwrap().is_ok());
+}
+
 /// The backend reports ready when it can serve.
 pub async fn ready_when_serving(c: &dyn Cluster) {
     let n = c.node().await;
@@ -1064,6 +1134,7 @@ macro_rules! conformance_tests {
             deletes_leave_tombstones,
             user_signals_reach_the_users_nodes,
             access_is_shared,
+            rate_limits_hold_across_nodes,
             ready_when_serving
         );
         #[test]

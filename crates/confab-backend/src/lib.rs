@@ -22,7 +22,7 @@ pub mod memory;
 pub mod redis_backend;
 mod types;
 
-pub use access::{Access, AuditEntry, RoomMeta, SanctionKind, FOREVER};
+pub use access::{Access, AuditEntry, RateBucket, RoomMeta, SanctionKind, FOREVER};
 pub use types::*;
 
 use async_trait::async_trait;

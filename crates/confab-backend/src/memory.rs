@@ -10,8 +10,8 @@
 
 use crate::{
     dm_pair, now_ms, Access, AuditEntry, BackendConfig, BackendError, Broker, BusEvent,
-    EventReceiver, EventSender, HistoryPage, HistoryQuery, NewDm, NewMessage, Presence, RoomMeta,
-    SanctionKind, Signal, Topic, UserSignal,
+    EventReceiver, EventSender, HistoryPage, HistoryQuery, NewDm, NewMessage, Presence, RateBucket,
+    RoomMeta, SanctionKind, Signal, Topic, UserSignal,
 };
 use async_trait::async_trait;
 use confab_core::protocol::{RoomEntry, UserEntry};
@@ -72,6 +72,17 @@ impl<T: Entry> Log<T> {
         }
     }
 
+    /// Drop the entries older than `cutoff_ms` (age retention); true if the log
+    /// is empty after.
+    pub fn expire(&mut self, cutoff_ms: u64) -> bool {
+        while self.items.front().is_some_and(|m| m.id().ms < cutoff_ms) {
+            if let Some(old) = self.items.pop_front() {
+                self.max_deleted = Some(old.id());
+            }
+        }
+        self.items.is_empty()
+    }
+
     /// The entry with id `id`, if kept.
     pub fn get(&self, id: MessageId) -> Option<&T> {
         let i = self.items.partition_point(|m| m.id() < id);
@@ -115,6 +126,9 @@ impl<T: Entry> Log<T> {
 
 type NodeId = u64;
 
+/// Publishes between two sweeps of aged history.
+const SWEEP_EVERY: u64 = 4096;
+
 #[derive(Default)]
 struct Logs {
     rooms: HashMap<String, Log<Message>>,
@@ -124,6 +138,10 @@ struct Logs {
     idem: Idempotency,
     /// recipient → sender → DMs not yet read.
     unread: HashMap<String, BTreeMap<String, u64>>,
+    /// Messages and DMs published (the age sweep runs every [`SWEEP_EVERY`]).
+    publishes: u64,
+    /// recipient → sender → ids of the DMs not yet read (read ones leave it).
+    inbox: HashMap<String, BTreeMap<String, BTreeSet<MessageId>>>,
 }
 
 /// What a (user, client id) was first used for, kept for the idempotency window.
@@ -203,6 +221,8 @@ struct AccessState {
     sanctions: HashMap<(SanctionKind, String, String), u64>,
     audit: VecDeque<AuditEntry>,
     audit_last: MessageId,
+    /// Rate-limit buckets: key → (theoretical arrival time in ms, when it can go).
+    rates: HashMap<String, (f64, u64)>,
 }
 
 /// The shared state of one embedded chat.
@@ -223,6 +243,23 @@ impl MemoryHub {
             access: Mutex::new(AccessState::default()),
             next_node: AtomicU64::new(1),
         })
+    }
+
+    /// Ids older than this (ms) have left history (`--history-max-age`).
+    fn age_cutoff(&self) -> Option<u64> {
+        self.config
+            .history_max_age
+            .map(|age| now_ms().saturating_sub(age.as_millis() as u64))
+    }
+
+    /// Drop aged entries everywhere, and logs left empty (every
+    /// [`SWEEP_EVERY`] publishes: rooms nobody writes to or reads age out too).
+    fn sweep(&self, logs: &mut Logs) {
+        let Some(cutoff) = self.age_cutoff() else {
+            return;
+        };
+        logs.rooms.retain(|_, l| !l.expire(cutoff));
+        logs.dms.retain(|_, l| !l.expire(cutoff));
     }
 
     /// A new node (gateway) attached to this hub, with its event receiver.
@@ -290,6 +327,13 @@ impl Broker for MemoryNode {
             deleted: false,
         };
         log.push(msg.clone());
+        if let Some(age) = self.hub.config.history_max_age {
+            log.expire(ts.saturating_sub(age.as_millis() as u64));
+        }
+        logs.publishes += 1;
+        if logs.publishes.is_multiple_of(SWEEP_EVERY) {
+            self.hub.sweep(&mut logs);
+        }
         if let Some(key) = idem_key {
             let window = self.hub.config.idempotency_window;
             logs.idem.put(key, Original::Message(msg.clone()), window);
@@ -325,6 +369,9 @@ impl Broker for MemoryNode {
             client_id: draft.client_id,
         };
         log.push(dm.clone());
+        if let Some(age) = self.hub.config.history_max_age {
+            log.expire(ts.saturating_sub(age.as_millis() as u64));
+        }
         if dm.from_id != dm.to {
             *logs
                 .unread
@@ -332,6 +379,12 @@ impl Broker for MemoryNode {
                 .or_default()
                 .entry(dm.from_id.clone())
                 .or_insert(0) += 1;
+            logs.inbox
+                .entry(dm.to.clone())
+                .or_default()
+                .entry(dm.from_id.clone())
+                .or_default()
+                .insert(dm.id);
         }
         if let Some(k) = idem_key {
             let window = self.hub.config.idempotency_window;
@@ -426,7 +479,13 @@ impl Broker for MemoryNode {
         room: &str,
         query: HistoryQuery,
     ) -> Result<HistoryPage<Message>, BackendError> {
-        let logs = self.hub.logs.lock();
+        let mut logs = self.hub.logs.lock();
+        let cutoff = self.hub.age_cutoff();
+        if let (Some(cutoff), Some(log)) = (cutoff, logs.rooms.get_mut(room)) {
+            if log.expire(cutoff) {
+                logs.rooms.remove(room);
+            }
+        }
         Ok(match logs.rooms.get(room) {
             Some(log) => log.read(query),
             None => empty_page(),
@@ -440,8 +499,15 @@ impl Broker for MemoryNode {
         query: HistoryQuery,
     ) -> Result<HistoryPage<DirectMessage>, BackendError> {
         let (a, b) = dm_pair(a, b);
-        let logs = self.hub.logs.lock();
-        Ok(match logs.dms.get(&(a.to_owned(), b.to_owned())) {
+        let key = (a.to_owned(), b.to_owned());
+        let mut logs = self.hub.logs.lock();
+        let cutoff = self.hub.age_cutoff();
+        if let (Some(cutoff), Some(log)) = (cutoff, logs.dms.get_mut(&key)) {
+            if log.expire(cutoff) {
+                logs.dms.remove(&key);
+            }
+        }
+        Ok(match logs.dms.get(&key) {
             Some(log) => log.read(query),
             None => empty_page(),
         })
@@ -462,19 +528,29 @@ impl Broker for MemoryNode {
         peer: &str,
         up_to: MessageId,
     ) -> Result<u64, BackendError> {
-        let (a, b) = dm_pair(user, peer);
+        // Read markers move forward only; O(log n) in the unread DMs, whatever
+        // the conversation's length.
         let mut logs = self.hub.logs.lock();
-        let remaining = match logs.dms.get(&(a.to_owned(), b.to_owned())) {
-            Some(log) if user != peer => log
-                .read(HistoryQuery::After {
-                    id: up_to,
-                    limit: usize::MAX,
-                })
-                .items
-                .iter()
-                .filter(|d| d.from_id == peer)
-                .count() as u64,
-            _ => 0,
+        let remaining = match logs.inbox.get_mut(user) {
+            Some(peers) => {
+                let n = match peers.get_mut(peer) {
+                    Some(ids) => {
+                        let mut keep = ids.split_off(&up_to);
+                        keep.remove(&up_to);
+                        *ids = keep;
+                        ids.len() as u64
+                    }
+                    None => 0,
+                };
+                if n == 0 {
+                    peers.remove(peer);
+                }
+                if peers.is_empty() {
+                    logs.inbox.remove(user);
+                }
+                n
+            }
+            None => 0,
         };
         let per_user = logs.unread.entry(user.to_owned()).or_default();
         if remaining > 0 {
@@ -809,6 +885,31 @@ impl Access for MemoryNode {
             .get(&sanction_key(kind, user, room))
             .copied()
             .filter(|until| *until > now_ms()))
+    }
+
+    async fn rate_take(
+        &self,
+        buckets: &[RateBucket],
+    ) -> Result<Result<(), Duration>, BackendError> {
+        let now_ms = now_ms();
+        let now = now_ms as f64;
+        let mut a = self.hub.access.lock();
+        let mut next = Vec::with_capacity(buckets.len());
+        for b in buckets {
+            let tat = a.rates.get(&b.key).map(|(t, _)| *t);
+            match crate::access::gcra(tat, now, b.per_sec, b.burst) {
+                Ok(t) => next.push(t),
+                Err(wait) => return Ok(Err(Duration::from_millis(wait.ceil() as u64))),
+            }
+        }
+        for (b, t) in buckets.iter().zip(next) {
+            a.rates.insert(b.key.clone(), (t, t.ceil() as u64));
+        }
+        // Forget buckets that are full again (bounded by the keys active lately).
+        if a.rates.len() > 4096 && a.rates.len().is_power_of_two() {
+            a.rates.retain(|_, (_, until)| *until > now_ms);
+        }
+        Ok(Ok(()))
     }
 
     async fn audit_append(&self, mut entry: AuditEntry) -> Result<(), BackendError> {

@@ -202,6 +202,10 @@ impl From<BackendError> for ChatError {
 pub struct BackendConfig {
     /// Entries kept per room and per conversation.
     pub history_retention: usize,
+    /// Entries older than this leave history (`None`: kept until the count
+    /// retention drops them). A room or conversation with nothing newer goes
+    /// entirely.
+    pub history_max_age: Option<std::time::Duration>,
     /// A client id resent by the same user within this window returns the original
     /// message instead of storing a new one.
     pub idempotency_window: std::time::Duration,
@@ -211,6 +215,7 @@ impl Default for BackendConfig {
     fn default() -> Self {
         Self {
             history_retention: 10_000,
+            history_max_age: None,
             idempotency_window: std::time::Duration::from_secs(600),
         }
     }

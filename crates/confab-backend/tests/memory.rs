@@ -81,3 +81,48 @@ async fn retention_drops_oldest_and_marks_truncated() {
     assert!(!p.truncated);
     assert_eq!(p.items.len(), 2);
 }
+
+/// `history_max_age`: entries older than it leave history, in an active room and
+/// in one nobody writes to any more.
+#[tokio::test]
+async fn history_ages_out() {
+    use confab_backend::{Broker, HistoryQuery, NewMessage};
+    use std::time::Duration;
+    let hub = MemoryHub::new(BackendConfig {
+        history_max_age: Some(Duration::from_millis(300)),
+        ..BackendConfig::default()
+    });
+    let (n, _rx) = hub.node();
+    let draft = |room: &str, text: &str| NewMessage {
+        room: room.into(),
+        from_id: "a".into(),
+        from: "a".into(),
+        text: text.into(),
+        client_id: None,
+    };
+    n.publish_message(draft("busy", "old")).await.unwrap();
+    n.publish_message(draft("idle", "old")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let new = n.publish_message(draft("busy", "new")).await.unwrap();
+    let busy = n
+        .room_history("busy", HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(busy.items, vec![new.clone()]);
+    let after = n
+        .room_history(
+            "busy",
+            HistoryQuery::After {
+                id: confab_core::MessageId::ZERO,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(after.truncated, "the aged entry is reported missing");
+    let idle = n
+        .room_history("idle", HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert!(idle.items.is_empty());
+}

@@ -10,7 +10,7 @@ use confab_backend::{
     BackendError, Broker, BusEvent, EventReceiver, HistoryQuery, NewDm, NewMessage, Presence,
     Signal, Topic,
 };
-use confab_core::Message;
+use confab_core::{Message, MessageId};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -509,5 +509,325 @@ async fn catches_up_after_pubsub_outage() {
     );
     if let Ok(Some(ev)) = tokio::time::timeout(Duration::from_millis(300), ea.recv()).await {
         panic!("duplicate or extra event {ev:?}");
+    }
+}
+
+/// `history_max_age`: entries older than it are trimmed when the room is written
+/// to, and an idle room's stream expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_ages_out() {
+    let server = RedisServer::start();
+    let (n, _rx) = node(
+        &server,
+        RedisConfig {
+            history_max_age: Some(Duration::from_millis(300)),
+            ..fast()
+        },
+    )
+    .await;
+    let (busy, idle) = (unique("busy"), unique("idle"));
+    n.publish_message(draft(&busy, "old")).await.unwrap();
+    n.publish_message(draft(&idle, "old")).await.unwrap();
+    // Written to every 200 ms, the busy room's stream lives on; its entries older
+    // than 300 ms are trimmed when it is written to.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mid = n.publish_message(draft(&busy, "mid")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let new = n.publish_message(draft(&busy, "new")).await.unwrap();
+    let h = n
+        .room_history(&busy, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(h.items, vec![mid, new]);
+    let after = n
+        .room_history(
+            &busy,
+            HistoryQuery::After {
+                id: MessageId::ZERO,
+                limit: 10,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(after.truncated, "the aged entry is reported missing");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let h = n
+        .room_history(&idle, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert!(h.items.is_empty(), "the idle stream expired");
+}
+
+// ---- Redis AUTH (requirepass, ACL users) and TLS (rediss://) ----------------------
+
+/// A redis-server started with extra arguments (`--requirepass`, TLS); killed and
+/// reaped on drop. Ready once its port accepts connections.
+struct SecuredRedis {
+    child: Child,
+    port: u16,
+}
+
+impl SecuredRedis {
+    /// Start with `args`; `tls`: `port` is the `--tls-port` (the plain port is off).
+    fn start(args: &[&str], tls: bool) -> Self {
+        for _ in 0..10 {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let p = port.to_string();
+            let mut cmd = Command::new("redis-server");
+            if tls {
+                cmd.args(["--port", "0", "--tls-port", &p]);
+            } else {
+                cmd.args(["--port", &p]);
+            }
+            cmd.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            // SAFETY: as in RedisServer::try_start.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let mut child = cmd.spawn().expect("redis-server must be installed");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return SecuredRedis { child, port };
+                }
+                if child.try_wait().ok().flatten().is_some() {
+                    break; // exited: port taken (or bad arguments)
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not start redis-server with {args:?}");
+    }
+}
+
+impl Drop for SecuredRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connect, publish one message and read it back, shut down.
+async fn round_trip(url: &str) -> Result<(), BackendError> {
+    let (n, _rx) = RedisNode::connect(url, fast()).await?;
+    let m = n.publish_message(draft("auth", "hello")).await?;
+    let page = n
+        .room_history("auth", HistoryQuery::Latest { limit: 10 })
+        .await?;
+    assert_eq!(page.items.last().map(|x| x.id), Some(m.id));
+    n.shutdown().await
+}
+
+/// The error of a connect that must fail, checked not to contain any of `secrets`.
+async fn refused(url: &str, secrets: &[&str]) -> String {
+    let err = match RedisNode::connect(url, fast()).await {
+        Ok(_) => panic!("connect to {} succeeded", RedisNode::redact_url(url)),
+        Err(e) => e.to_string(),
+    };
+    for s in secrets {
+        assert!(!err.contains(s), "error {err:?} contains the secret {s:?}");
+    }
+    eprintln!("refused as expected: {err}");
+    err
+}
+
+#[test]
+fn redact_url_hides_passwords_also_in_malformed_urls() {
+    let cases = [
+        ("redis://127.0.0.1:6379/", "redis://127.0.0.1:6379/"),
+        (
+            "redis://:s3cret@127.0.0.1:6379/",
+            "redis://:***@127.0.0.1:6379/",
+        ),
+        (
+            "rediss://app:s3cret@redis.example:6380/0",
+            "rediss://app:***@redis.example:6380/0",
+        ),
+        ("redis://s3cret@host/", "redis://***@host/"),
+        ("redis://:p@ss:w/rd@host:bad/", "redis://:***@host:bad/"),
+        ("redis://:pa/ss@host", "redis://:***@host"),
+        (
+            "redis+unix:///run/redis.sock?db=1&pass=s3cret",
+            "redis+unix:///run/redis.sock?db=1&pass=***",
+        ),
+        (
+            "unix:///r.sock?password=s3cret#x",
+            "unix:///r.sock?password=***#x",
+        ),
+        (":s3cret@host:6379", ":***@host:6379"),
+        ("not a url", "not a url"),
+    ];
+    for (url, want) in cases {
+        assert_eq!(RedisNode::redact_url(url), want, "{url}");
+    }
+}
+
+/// `requirepass` and an ACL user: the right password in the URL works (percent-
+/// encoded, with URL-special characters in it), a wrong or missing one fails with an
+/// error that names the cause and contains no password; nor does a malformed URL's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_in_url_authenticates_and_never_appears_in_errors() {
+    const PW: &str = "p@ss:w/rd#1%x";
+    const PW_ENC: &str = "p%40ss%3Aw%2Frd%231%25x";
+    let server = SecuredRedis::start(
+        &[
+            "--requirepass",
+            PW,
+            "--user",
+            "alice",
+            "on",
+            ">alice s3cret",
+            "~*",
+            "&*",
+            "+@all",
+        ],
+        false,
+    );
+    let port = server.port;
+    let base = format!("127.0.0.1:{port}/");
+
+    round_trip(&format!("redis://:{PW_ENC}@{base}"))
+        .await
+        .expect("requirepass password in the URL");
+    round_trip(&format!("redis://alice:alice%20s3cret@{base}"))
+        .await
+        .expect("ACL user and password in the URL");
+
+    let secrets = [PW, PW_ENC, "alice s3cret", "alice%20s3cret", "Wr0ngPass"];
+    let e = refused(&format!("redis://:Wr0ngPass@{base}"), &secrets).await;
+    assert!(e.contains("WRONGPASS") || e.contains("auth"), "{e}");
+    let e = refused(&format!("redis://alice:Wr0ngPass@{base}"), &secrets).await;
+    assert!(e.contains("WRONGPASS") || e.contains("auth"), "{e}");
+    let e = refused(&format!("redis://{base}"), &secrets).await;
+    assert!(e.contains("NOAUTH") || e.contains("uthentication"), "{e}");
+
+    // Malformed: the error shows the URL redacted, never the password.
+    for url in [
+        format!("redis://:{PW_ENC}@127.0.0.1:notaport/"),
+        format!("redis://:{PW}@127.0.0.1:{port}/"),
+        format!("redis://:{PW_ENC}@127.0.0.1:{port}/?protocol=RESP3"),
+        format!("rediss://:{PW_ENC}@127.0.0.1:{port}/#verify-none"),
+        format!("redis://alice:{PW_ENC}@127.0.0.1:{port}/db1"),
+    ] {
+        let e = refused(&url, &secrets).await;
+        assert!(e.contains("***"), "{e}");
+    }
+}
+
+/// `rediss://` (TLS with `--tls-auth-clients no`, plus `requirepass`): works when
+/// the server's CA is trusted (`SSL_CERT_FILE`), fails when it is not (the
+/// certificate is verified). `SSL_CERT_FILE` is process-wide, so each case runs in a
+/// child process: this test binary, running [`rediss_child`] alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_url_verifies_the_server_and_authenticates() {
+    let dir = std::env::temp_dir().join(format!(
+        "confab-rediss-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sh = |script: &str| {
+        let out = Command::new("sh")
+            .arg("-ec")
+            .arg(script)
+            .current_dir(&dir)
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{script}: {out:?}");
+    };
+    // A throw-away CA and a server certificate for 127.0.0.1 signed by it.
+    sh(
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj '/CN=confab test CA' -keyout ca.key -out ca.pem 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+        -subj '/CN=127.0.0.1' -addext 'subjectAltName=IP:127.0.0.1' \
+        -keyout server.key -out server.csr 2>/dev/null
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -copy_extensions copy -out server.pem 2>/dev/null",
+    );
+    let file = |f: &str| dir.join(f).to_string_lossy().into_owned();
+    let server = SecuredRedis::start(
+        &[
+            "--tls-cert-file",
+            &file("server.pem"),
+            "--tls-key-file",
+            &file("server.key"),
+            "--tls-ca-cert-file",
+            &file("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            "tls-s3cret",
+        ],
+        true,
+    );
+    let url = format!("rediss://:tls-s3cret@127.0.0.1:{}/", server.port);
+    let child = |ca: &str, expect: &str| {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "rediss_child", "--ignored", "--nocapture"])
+            .env("CONFAB_TEST_REDISS_URL", &url)
+            .env("CONFAB_TEST_REDISS_EXPECT", expect)
+            .env("SSL_CERT_FILE", ca)
+            .env_remove("SSL_CERT_DIR")
+            .output()
+            .expect("run the test binary");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "child ({expect}): {text}");
+        assert!(text.contains("1 passed"), "child ({expect}) ran: {text}");
+        assert!(!text.contains("tls-s3cret"), "{text}");
+        text
+    };
+    let text = child(&file("ca.pem"), "ok");
+    assert!(text.contains("rediss child: connected"), "{text}");
+    // Another CA (the system bundle, or an empty file if there is none): refused.
+    let other = if std::path::Path::new("/etc/ssl/certs/ca-certificates.crt").exists() {
+        "/etc/ssl/certs/ca-certificates.crt".to_string()
+    } else {
+        std::fs::write(dir.join("empty.pem"), "").unwrap();
+        file("empty.pem")
+    };
+    let text = child(&other, "refused");
+    assert!(text.contains("rediss child: refused"), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Run by [`rediss_url_verifies_the_server_and_authenticates`] in a child process
+/// (with `SSL_CERT_FILE` set); does nothing when run on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by rediss_url_verifies_the_server_and_authenticates"]
+async fn rediss_child() {
+    let (Ok(url), Ok(expect)) = (
+        std::env::var("CONFAB_TEST_REDISS_URL"),
+        std::env::var("CONFAB_TEST_REDISS_EXPECT"),
+    ) else {
+        return;
+    };
+    if expect == "ok" {
+        round_trip(&url).await.expect("rediss:// with a trusted CA");
+        println!("rediss child: connected");
+    } else {
+        let e = refused(&url, &["tls-s3cret"]).await;
+        println!("rediss child: refused: {e}");
     }
 }

@@ -78,6 +78,13 @@ impl fmt::Display for ErrorCode {
 pub struct ChatError {
     pub code: ErrorCode,
     pub message: String,
+    /// `rate_limited` only: when a retry can succeed, in ms.
+    #[serde(
+        rename = "retryAfterMs",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl ChatError {
@@ -85,6 +92,14 @@ impl ChatError {
         Self {
             code,
             message: message.into(),
+            retry_after_ms: None,
+        }
+    }
+    /// `rate_limited`, with the wait after which a retry can succeed.
+    pub fn rate_limited(message: impl Into<String>, retry_after: std::time::Duration) -> Self {
+        Self {
+            retry_after_ms: Some((retry_after.as_millis() as u64).max(1)),
+            ..Self::new(ErrorCode::RateLimited, message)
         }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -119,6 +134,17 @@ mod tests {
             let back: ErrorCode = serde_json::from_str(&json).unwrap();
             assert_eq!(back, code);
         }
+    }
+
+    #[test]
+    fn rate_limited_carries_retry_after() {
+        let e = ChatError::rate_limited("slow down", std::time::Duration::from_micros(1500));
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"code": "rate_limited", "message": "slow down", "retryAfterMs": 1})
+        );
+        let plain = serde_json::to_value(ChatError::bad_request("x")).unwrap();
+        assert!(plain.get("retryAfterMs").is_none());
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Limits {
     /// `joinedMore`/`leftMore`, so a crowd joining a big room costs each member
     /// small frames.
     pub presence_names_max: usize,
+    /// Largest sum of message text (bytes) in one history or join ack: the oldest
+    /// messages of a page over it are left out (`hasMore` / `truncated` tell), so an
+    /// ack never outgrows a socket's buffer.
+    pub ack_text_max_bytes: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +43,44 @@ impl Default for Limits {
             list_max: 1000,
             join_members_max: 100,
             presence_names_max: 50,
+            ack_text_max_bytes: 256 * 1024,
         }
+    }
+}
+
+/// Drop the oldest of `items` (oldest first) until the texts of the rest fit in
+/// `budget` bytes, always keeping the newest one; true if any was dropped.
+pub fn cap_text_bytes<T>(items: &mut Vec<T>, budget: usize, text: impl Fn(&T) -> usize) -> bool {
+    let mut total = 0usize;
+    let mut keep = 0usize;
+    for item in items.iter().rev() {
+        total = total.saturating_add(text(item));
+        if keep > 0 && total > budget {
+            break;
+        }
+        keep += 1;
+    }
+    let drop = items.len() - keep;
+    items.drain(..drop);
+    drop > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cap_keeps_the_newest_within_the_budget() {
+        let mut v = vec![5usize, 5, 5, 5];
+        assert!(cap_text_bytes(&mut v, 10, |x| *x));
+        assert_eq!(v, vec![5, 5]);
+        let mut v = vec![100usize, 3];
+        assert!(!cap_text_bytes(&mut v, 200, |x| *x));
+        // The newest is kept even when it alone is over the budget.
+        let mut v = vec![1usize, 500];
+        assert!(cap_text_bytes(&mut v, 10, |x| *x));
+        assert_eq!(v, vec![500]);
+        let mut v: Vec<usize> = vec![];
+        assert!(!cap_text_bytes(&mut v, 10, |x| *x));
     }
 }

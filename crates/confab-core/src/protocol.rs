@@ -1028,10 +1028,11 @@ pub struct AckErr {
 }
 
 impl AckErr {
+    /// (An event name is echoed at most 64 characters long: it came from the client.)
     pub fn new(error: ChatError, event: Option<&str>) -> Self {
         Self {
             ok: false,
-            event: event.map(str::to_owned),
+            event: event.map(|e| e.chars().take(64).collect()),
             error,
         }
     }

@@ -126,7 +126,8 @@ pub fn room(raw: &str) -> Result<&str, ChatError> {
     Ok(raw)
 }
 
-/// Message text: 1..=`max_chars` characters, not only whitespace, and no control
+/// Message text: 1..=`max_chars` characters, at least one visible (not whitespace,
+/// not [`is_invisible`], not the blank braille pattern U+2800), and no control
 /// characters other than `\n` and `\t`. The text is kept verbatim (no trimming, no
 /// escaping).
 pub fn text(raw: &str, max_chars: usize) -> Result<&str, ChatError> {
@@ -144,7 +145,7 @@ pub fn text(raw: &str, max_chars: usize) -> Result<&str, ChatError> {
                 c as u32
             ));
         }
-        if !c.is_whitespace() {
+        if !c.is_whitespace() && !is_invisible(c) && c != '\u{2800}' {
             visible = true;
         }
     }
@@ -154,7 +155,10 @@ pub fn text(raw: &str, max_chars: usize) -> Result<&str, ChatError> {
         ));
     }
     if !visible {
-        return err("text must not be only whitespace".into());
+        return err(
+            "text must have a visible character (not only whitespace or invisible characters)"
+                .into(),
+        );
     }
     Ok(raw)
 }
@@ -371,9 +375,18 @@ mod tests {
             "bell\u{7}",
             "del\u{7f}",
             "c1\u{85}",
+            "\u{200B}\u{200B}",
+            " \u{2060}\u{FEFF} ",
+            "\u{202E}\u{2066}",
+            "\u{3164}",
+            "\u{2800}\u{2800}",
+            "\u{E0041}",
         ] {
             assert_eq!(code(text(bad, 4000)), ErrorCode::InvalidText, "{bad:?}");
         }
+        // Invisible characters beside visible ones are kept (emoji sequences use ZWJ).
+        assert!(text("👩\u{200D}💻 ok", 4000).is_ok());
+        assert!(text("a\u{202E}b", 4000).is_ok());
         assert_eq!(code(text(&"x".repeat(4001), 4000)), ErrorCode::InvalidText);
     }
 

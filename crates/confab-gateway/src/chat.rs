@@ -26,6 +26,16 @@ pub struct Ctx {
     pub shared: Arc<Shared>,
     pub session: Arc<Session>,
     pub socket: Socket,
+    /// This connection's place under the per-IP cap (given back when the last
+    /// clone goes, after the clean-up).
+    pub ip_slot: Option<Arc<crate::conncap::IpSlot>>,
+}
+
+impl Ctx {
+    /// The client's IP address (see [`crate::conncap::client_ip`]).
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.ip_slot.as_ref().map(|s| s.ip())
+    }
 }
 
 fn not_member(room: &str) -> ChatError {
@@ -149,6 +159,7 @@ pub async fn join_room(ctx: &Ctx, req: JoinRoom) -> Result<JoinAck, ChatError> {
     let meta = if ctx.session.is_member(&req.room) {
         crate::permissions::meta(ctx, &req.room).await?
     } else {
+        crate::quota::take_for(ctx, crate::quota::Class::Join).await?;
         let (limits, meta) = crate::permissions::check_entry(ctx, &req.room).await?;
         ctx.session.merge_room_limits(&req.room, limits);
         meta
@@ -217,6 +228,15 @@ async fn finish_join(
                 page.items
                     .extend(gap.items.into_iter().filter(|m| m.id <= emitted));
             }
+        }
+    }
+    // Bounded in bytes as well as in count: the oldest leave the ack.
+    let budget = sh.config.limits.ack_text_max_bytes;
+    if confab_core::limits::cap_text_bytes(&mut page.items, budget, |m| m.text.len()) {
+        if req.since.is_some() {
+            page.truncated = true;
+        } else {
+            page.has_more = true;
         }
     }
     let (members, member_count) = sh
@@ -300,6 +320,7 @@ pub async fn send_message(ctx: &Ctx, req: SendMessage) -> Result<SentAck<Message
     require_member(ctx, &req.room)?;
     crate::permissions::check_post(&ctx.session, &req.room, crate::auth::now_ms())?;
     admit(ctx)?;
+    crate::quota::take_for(ctx, crate::quota::Class::Message).await?;
     let room = req.room.clone();
     let message = ctx
         .shared
@@ -327,7 +348,9 @@ pub async fn room_history(ctx: &Ctx, req: RoomHistory) -> Result<RoomHistoryAck,
         },
         None => HistoryQuery::Latest { limit: req.limit },
     };
-    let page = ctx.shared.broker.room_history(&req.room, query).await?;
+    let mut page = ctx.shared.broker.room_history(&req.room, query).await?;
+    let budget = ctx.shared.config.limits.ack_text_max_bytes;
+    page.has_more |= confab_core::limits::cap_text_bytes(&mut page.items, budget, |m| m.text.len());
     Ok(RoomHistoryAck {
         room: req.room,
         messages: page.items,
@@ -338,6 +361,7 @@ pub async fn room_history(ctx: &Ctx, req: RoomHistory) -> Result<RoomHistoryAck,
 pub async fn send_dm(ctx: &Ctx, req: SendDm) -> Result<SentAck<DirectMessage>, ChatError> {
     let sh = &ctx.shared;
     admit(ctx)?;
+    crate::quota::take_for(ctx, crate::quota::Class::Message).await?;
     // Offline users who connected before get the DM in their inbox (unread count
     // in their next `session`); ids never seen are refused.
     if req.to != ctx.session.id() && !sh.presence.is_known(&req.to).await? {
@@ -368,11 +392,13 @@ pub async fn dm_history(ctx: &Ctx, req: DmHistory) -> Result<DmHistoryAck, ChatE
         },
         None => HistoryQuery::Latest { limit: req.limit },
     };
-    let page = ctx
+    let mut page = ctx
         .shared
         .broker
         .dm_history(ctx.session.id(), &req.with, query)
         .await?;
+    let budget = ctx.shared.config.limits.ack_text_max_bytes;
+    page.has_more |= confab_core::limits::cap_text_bytes(&mut page.items, budget, |m| m.text.len());
     Ok(DmHistoryAck {
         with: req.with,
         messages: page.items,
@@ -419,7 +445,15 @@ pub async fn list_users(ctx: &Ctx, req: ListUsers) -> Result<UsersAck, ChatError
 pub async fn open_session(ctx: &Ctx) -> Result<(), ChatError> {
     let sh = &ctx.shared;
     let name = &ctx.session.user.id;
-    sh.presence.connect(name, ctx.session.name()).await?;
+    let open = sh.presence.connect(name, ctx.session.name()).await?;
+    let max = sh.config.max_connections_per_user;
+    if max > 0 && open > max {
+        let _ = sh.presence.disconnect(name).await;
+        return Err(ChatError::rate_limited(
+            format!("too many connections for this user: at most {max}"),
+            std::time::Duration::from_secs(1),
+        ));
+    }
     if let Err(e) = sh.subs.acquire(Topic::User(name.clone())).await {
         let _ = sh.presence.disconnect(name).await;
         return Err(e.into());

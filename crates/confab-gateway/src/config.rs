@@ -34,6 +34,35 @@ pub struct GatewayConfig {
     pub ping_timeout: Duration,
     /// How long a graceful shutdown may take before the process exits anyway.
     pub shutdown_deadline: Duration,
+    /// Web origins allowed to open a connection (`Origin` header, both transports);
+    /// empty: only the server's own origin (`Origin` matching the `Host` header);
+    /// `*`: any.
+    pub allowed_origins: Vec<String>,
+    /// Where `/metrics` and `/readyz` are served (`None`: on the public listener).
+    pub internal_bind: Option<std::net::SocketAddr>,
+    /// Protocol errors a socket may make at once (then 1/s) before it is
+    /// disconnected.
+    pub protocol_errors_burst: f64,
+    /// Cluster-wide rate limits per user and per client IP.
+    pub quotas: crate::quota::Quotas,
+    /// Proxies whose `X-Forwarded-For` names the client (default: loopback, where
+    /// the shipped nginx runs).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Connections one client IP may hold on this gateway (0: no cap).
+    pub max_connections_per_ip: u32,
+    /// Connections one user may hold across the cluster (0: no cap).
+    pub max_connections_per_user: u64,
+    /// A connection that has not sent a complete request head this long after it
+    /// was accepted or after its last response (an idle keep-alive connection) is
+    /// closed; it also bounds the TLS handshake. `None`: no limit.
+    pub header_read_timeout: Option<Duration>,
+    /// TCP connections open at once on the public listener, websockets included
+    /// (0: no cap); over it, new connections are accepted and closed at once.
+    pub max_connections: usize,
+    /// TLS on the public listener: PEM certificate chain and private key (both or
+    /// neither; reloaded by [`crate::listener::Tls::reload`]).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// Refuse new messages (`overloaded`) while the dispatcher is further behind than
     /// this (see [`crate::overload`]); `None`: never.
     pub overload_lag: Option<Duration>,
@@ -56,6 +85,83 @@ impl Default for GatewayConfig {
             ping_timeout: Duration::from_secs(20),
             shutdown_deadline: Duration::from_secs(10),
             overload_lag: Some(Duration::from_secs(2)),
+            allowed_origins: Vec::new(),
+            internal_bind: None,
+            quotas: Default::default(),
+            protocol_errors_burst: 20.0,
+            trusted_proxies: vec![
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
+            max_connections_per_ip: 256,
+            max_connections_per_user: 32,
+            header_read_timeout: Some(Duration::from_secs(10)),
+            max_connections: 20_000,
+            tls_cert: None,
+            tls_key: None,
         }
+    }
+}
+
+/// Whether a handshake from web page `origin` (an `Origin` header) may connect:
+/// listed, or `*` listed, or (nothing listed) the page's own server: the origin's
+/// authority equals the request's `Host` header.
+pub fn origin_allowed(allowed: &[String], origin: &str, host: Option<&str>) -> bool {
+    if !allowed.is_empty() {
+        return allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin.trim_end_matches('/')));
+    }
+    let authority = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .map(|rest| rest.trim_end_matches('/'));
+    match (authority, host) {
+        (Some(a), Some(h)) => a.eq_ignore_ascii_case(h),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin_allowed;
+
+    #[test]
+    fn same_origin_by_default() {
+        let none: Vec<String> = vec![];
+        assert!(origin_allowed(
+            &none,
+            "http://127.0.0.1:3000",
+            Some("127.0.0.1:3000")
+        ));
+        assert!(origin_allowed(
+            &none,
+            "https://chat.example",
+            Some("chat.example")
+        ));
+        assert!(!origin_allowed(
+            &none,
+            "https://evil.example",
+            Some("chat.example")
+        ));
+        assert!(!origin_allowed(
+            &none,
+            "http://127.0.0.1:9999",
+            Some("127.0.0.1:3000")
+        ));
+        assert!(!origin_allowed(&none, "null", Some("chat.example")));
+        assert!(!origin_allowed(&none, "http://chat.example", None));
+        let list = vec!["https://app.example".to_owned()];
+        assert!(origin_allowed(
+            &list,
+            "https://app.example",
+            Some("api.example")
+        ));
+        assert!(!origin_allowed(
+            &list,
+            "https://chat.example",
+            Some("chat.example")
+        ));
+        assert!(origin_allowed(&["*".to_owned()], "https://x.example", None));
     }
 }

@@ -8,11 +8,11 @@
 //! within `shutdown_deadline`.
 
 use crate::config::GatewayConfig;
+use crate::listener::{self, Tls};
 use crate::presence::Coalescer;
 use crate::state::Shared;
 use crate::subscriptions::Subscriptions;
 use crate::{dispatch, http, socket};
-use axum::serve::ListenerExt;
 use confab_backend::{Access, Broker, EventReceiver, Presence};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
@@ -33,6 +33,8 @@ pub struct Gateway {
     app: axum::Router,
     events: EventReceiver,
     commands: dispatch::CommandReceiver,
+    /// The public listener's TLS, once loaded (see [`Gateway::load_tls`]).
+    tls: Option<Arc<Tls>>,
 }
 
 /// A gateway serving in the background (used by tests and benchmarks).
@@ -61,6 +63,7 @@ impl Gateway {
             ..confab_sio::Config::default()
         };
         let (dispatcher, commands) = tokio::sync::mpsc::unbounded_channel();
+        let ip_slots = crate::conncap::IpSlots::new(config.max_connections_per_ip);
         let shared = Arc::new(Shared {
             sessions: Default::default(),
             dispatcher,
@@ -71,12 +74,34 @@ impl Gateway {
             presence,
             access,
             local: Default::default(),
+            ip_slots,
+            readiness: Default::default(),
+            quota_view: Default::default(),
             shutdown: CancellationToken::new(),
             metrics,
             dispatch_lag: Default::default(),
             tasks: Default::default(),
         });
+        let allowed = shared.config.allowed_origins.clone();
+        // Engine.IO sessions per client address: twice the connection cap, so
+        // sessions that never join the namespace (which the connection cap, taken
+        // at the Socket.IO handshake, does not see) are bounded too.
+        let sessions_per_ip = shared.config.max_connections_per_ip.saturating_mul(2);
+        let engine_slots = crate::conncap::IpSlots::new(sessions_per_ip);
+        let trusted = shared.config.trusted_proxies.clone();
         let wire = confab_sio::Server::builder(wire_config)
+            .admission(move |peer| {
+                let Some(ip) = crate::conncap::client_ip(peer, &trusted) else {
+                    return Ok(None);
+                };
+                match engine_slots.take(ip) {
+                    Some(slot) => Ok(Some(Box::new(slot) as confab_sio::Guard)),
+                    None => Err(format!(
+                        "too many sessions from your address (at most {sessions_per_ip})"
+                    )),
+                }
+            })
+            .origin_check(move |origin, host| crate::config::origin_allowed(&allowed, origin, host))
             .ns(
                 "/",
                 socket::ChatNamespace {
@@ -92,7 +117,18 @@ impl Gateway {
             app,
             events,
             commands,
+            tls: None,
         }
+    }
+
+    /// Load the TLS certificate and key named in the configuration (once; `None`
+    /// without TLS). The handle reloads them ([`Tls::reload`], e.g. on SIGHUP).
+    /// [`Gateway::run`] loads them itself when this was not called.
+    pub fn load_tls(&mut self) -> std::io::Result<Option<Arc<Tls>>> {
+        if self.tls.is_none() {
+            self.tls = Tls::from_config(&self.shared.config)?;
+        }
+        Ok(self.tls.clone())
     }
 
     /// Run `f` (e.g. removing this gateway's heartbeat from Redis) once every
@@ -105,10 +141,11 @@ impl Gateway {
     /// Serve on `listener` until `signal` resolves (or the token is cancelled), then
     /// shut down gracefully within the configured deadline.
     pub async fn run(
-        self,
+        mut self,
         listener: TcpListener,
         signal: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let tls = self.load_tls()?;
         let Gateway {
             shared,
             wire,
@@ -116,8 +153,31 @@ impl Gateway {
             app,
             events,
             commands,
+            tls: _,
         } = self;
         let token = shared.shutdown.clone();
+        // Metrics and readiness on their own listener, when asked.
+        let internal = match shared.config.internal_bind {
+            Some(addr) => {
+                let l = TcpListener::bind(addr).await?;
+                let bound = l.local_addr()?;
+                println!("confab: internal listener on http://{bound}");
+                let t = token.clone();
+                let router = http::internal_router(shared.clone());
+                Some(tokio::spawn(async move {
+                    let _ = axum::serve(l, router)
+                        .with_graceful_shutdown(t.cancelled_owned())
+                        .await;
+                }))
+            }
+            None => {
+                tracing::warn!(
+                    "/metrics and /readyz are served on the public listener: \
+                     give --internal-bind to keep them off it"
+                );
+                None
+            }
+        };
         // Moderation actions, carried out on this gateway's sessions.
         let (enforce, mut enforcements) = tokio::sync::mpsc::unbounded_channel();
         let enforcer = {
@@ -161,6 +221,7 @@ impl Gateway {
                 .run(),
             ),
         ];
+        tasks.extend(internal);
         if let Some(h) = shared.metrics.clone() {
             let (t, sh) = (token.clone(), shared.clone());
             metrics::gauge!(crate::metrics::DISPATCH_LAG).set(0.0);
@@ -192,17 +253,18 @@ impl Gateway {
         // socket.io-clients reconnect by themselves after a transport close), and the
         // sockets' clean-up removes their presence. All bounded by the deadline.
         let deadline = shared.config.shutdown_deadline;
-        // Small frames (acks, pushes) must leave at once: no Nagle delay.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!("TCP_NODELAY not set: {e}");
-            }
-        });
-        let serve = axum::serve(
+        // Our own accept loop (header-read deadline, connection cap, TLS; sets
+        // TCP_NODELAY and puts `ConnectInfo<SocketAddr>` on every request).
+        let serve = listener::serve(
             listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(token.clone().cancelled_owned());
+            app,
+            listener::Options {
+                header_read_timeout: shared.config.header_read_timeout,
+                max_connections: shared.config.max_connections,
+                tls,
+            },
+            token.clone(),
+        );
         let drain = {
             let shared = shared.clone();
             async move {

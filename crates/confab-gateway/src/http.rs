@@ -20,7 +20,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 /// The Content-Security-Policy of every page: scripts, styles and connections only
 /// from this origin, no inline code, no plugins, no framing.
 pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-img-src 'self' data:; connect-src 'self' ws: wss:; object-src 'none'; base-uri 'none'; \
+img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
 frame-ancestors 'none'; form-action 'self'";
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -59,17 +59,33 @@ pub fn router(shared: Arc<Shared>) -> Router {
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-cache"),
         ));
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+    let public = Router::new()
         .route("/api/guest", post(guest))
         .route("/api/auth", get(auth_info))
         .route("/api/signout", post(sign_out))
-        .nest("/vendor/socket.io", vendor)
-        .merge(ui)
-        .layer(static_headers)
-        .with_state(shared)
+        .nest("/vendor/socket.io", vendor);
+    // Without an internal listener, metrics and readiness stay here (a warning at
+    // start-up says so); with one, the public listener does not serve them.
+    let public = if shared.config.internal_bind.is_none() {
+        public.merge(internal_routes())
+    } else {
+        // Liveness stays public (nginx checks it), metrics and readiness do not.
+        public.route("/healthz", get(healthz))
+    };
+    public.merge(ui).layer(static_headers).with_state(shared)
+}
+
+fn internal_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+}
+
+/// The internal listener's routes (`--internal-bind`): `/metrics`, `/readyz`,
+/// `/healthz`, for Prometheus and the load balancer only.
+pub fn internal_router(shared: Arc<Shared>) -> Router {
+    internal_routes().with_state(shared)
 }
 
 /// The HTTP status of an API error.
@@ -162,7 +178,7 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             Json(json!({"status": "draining"})),
         );
     }
-    if shared.broker.ready().await {
+    if shared.readiness.ready(shared.broker.as_ref()).await {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
         (

@@ -10,22 +10,26 @@
 //! checked identity (user id + display name); [`permissions`] decides who may
 //! enter, read, post in and moderate a room, and [`moderation`] holds the room
 //! ownership and moderation tools. [`state`] is what the chat operations share,
-//! [`http`] serves the UI, `/healthz`, `/readyz` and `/metrics`, and [`gateway`] (the
-//! composition root, imported by nothing else) wires it together and owns the one
-//! shutdown mechanism.
+//! [`http`] serves the UI, `/healthz`, `/readyz` and `/metrics`, [`listener`] accepts
+//! the public connections (TLS, a connection cap, a deadline for request heads) and
+//! serves them with hyper, and [`gateway`] (the composition root, imported by
+//! nothing else) wires it together and owns the one shutdown mechanism.
 
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod conncap;
 pub mod dispatch;
 pub mod gateway;
 pub mod groups;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod moderation;
 pub mod overload;
 pub mod permissions;
 pub mod presence;
+pub mod quota;
 pub mod ratelimit;
 pub mod reply;
 pub mod session;

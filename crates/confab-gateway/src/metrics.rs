@@ -7,6 +7,7 @@ use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gau
 pub const CONNECTIONS: &str = "confab_connections";
 pub const CONNECTS: &str = "confab_connects_total";
 pub const CONNECTS_REFUSED: &str = "confab_connects_refused_total";
+pub const CONNECTIONS_REFUSED: &str = "confab_connections_refused_total";
 pub const EVENTS: &str = "confab_events_total";
 pub const EVENT_ERRORS: &str = "confab_event_errors_total";
 pub const EVENT_SECONDS: &str = "confab_event_duration_seconds";
@@ -17,6 +18,7 @@ pub const PRESENCE_PUSHES: &str = "confab_presence_pushes_total";
 pub const SUBSCRIPTIONS: &str = "confab_subscriptions";
 pub const SLOW_CONSUMERS: &str = "confab_slow_consumers_total";
 pub const DISPATCH_LAG: &str = "confab_dispatch_lag_seconds";
+pub const RATE_LIMITED: &str = "confab_rate_limited_total";
 
 /// Register help texts (call once at start-up, after installing the recorder).
 pub fn describe() {
@@ -26,6 +28,10 @@ pub fn describe() {
     );
     describe_counter!(CONNECTS, "Accepted Socket.IO connections");
     describe_counter!(CONNECTS_REFUSED, "Refused handshakes, by error code");
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "TCP connections closed as soon as accepted, by reason (max_connections: over --max-connections)"
+    );
     describe_counter!(EVENTS, "Client events answered successfully, by event");
     describe_counter!(
         EVENT_ERRORS,
@@ -88,6 +94,11 @@ pub fn connection_closed() {
 
 pub fn refused(code: ErrorCode) {
     counter!(CONNECTS_REFUSED, "code" => code.as_str()).increment(1);
+}
+
+/// A cluster-wide quota refused an event (`class`: msg, join, conn).
+pub fn rate_limited(class: &'static str) {
+    counter!(RATE_LIMITED, "class" => class).increment(1);
 }
 
 pub fn published(kind: &'static str) {

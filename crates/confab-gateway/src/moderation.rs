@@ -98,6 +98,7 @@ async fn signal(
 /// already in use (created, or with members or history) cannot be taken over.
 pub async fn create_room(ctx: &Ctx, req: CreateRoom) -> Result<RoomCreated, ChatError> {
     let sh = &ctx.shared;
+    crate::quota::take_for(ctx, crate::quota::Class::Join).await?;
     let taken = || forbidden(format!("room `{}` already exists", req.room));
     if meta(ctx, &req.room).await?.is_some() {
         return Err(taken());
@@ -325,6 +326,7 @@ pub async fn announce(ctx: &Ctx, req: Announce) -> Result<EmptyAck, ChatError> {
     if !ctx.session.has_role("admin") {
         return Err(forbidden("only admins make server-wide announcements"));
     }
+    crate::quota::take_for(ctx, crate::quota::Class::Message).await?;
     let signal = Signal::Announcement {
         from: ctx.session.user.clone(),
         text: req.text,

@@ -22,6 +22,19 @@ impl TokenBucket {
         }
     }
 
+    /// How long until one token is there (zero if one is).
+    pub fn retry_after(&self, now: Instant) -> std::time::Duration {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        let tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if tokens >= 1.0 {
+            std::time::Duration::ZERO
+        } else if self.rate <= 0.0 {
+            std::time::Duration::from_secs(3600)
+        } else {
+            std::time::Duration::from_secs_f64((1.0 - tokens) / self.rate)
+        }
+    }
+
     /// Take one token if there is one.
     pub fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
@@ -52,5 +65,9 @@ mod tests {
         // Never more than the burst after a long pause.
         let t2 = t1 + Duration::from_secs(100);
         assert_eq!((0..100).filter(|_| b.try_take(t2)).count(), 5);
+        // Empty: the next token is 0.1 s away at 10/s.
+        let wait = b.retry_after(t2);
+        assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100));
+        assert_eq!(b.retry_after(t2 + wait), Duration::ZERO);
     }
 }

@@ -39,6 +39,8 @@ pub struct Session {
     gone: CancellationToken,
     rooms: Mutex<BTreeSet<String>>,
     limiter: Mutex<TokenBucket>,
+    /// Protocol errors allowed: a burst, then one per second.
+    errors: Mutex<TokenBucket>,
     inbox: Mutex<Inbox>,
     max_queued: usize,
     closed: AtomicBool,
@@ -47,6 +49,11 @@ pub struct Session {
     /// Where the drain task runs (tracked: shutdown waits for it).
     tasks: TaskTracker,
 }
+
+/// Protocol errors a socket may make per second after its burst
+/// (`GatewayConfig::protocol_errors_burst`) before it is disconnected (a buggy
+/// client gets clear errors; a fuzzer gets cut).
+pub const PROTOCOL_ERRORS_PER_SEC: f64 = 1.0;
 
 /// Restrictions of one user in one room, loaded at join and updated by
 /// moderation signals, so that sending checks no backend.
@@ -76,8 +83,10 @@ enum Job {
 /// Why a request was not queued.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Rejected {
-    RateLimited,
-    QueueFull,
+    /// Over the rate: a token is there after this long.
+    RateLimited(std::time::Duration),
+    /// Too many requests waiting; retry after about this long.
+    QueueFull(std::time::Duration),
     Closed,
 }
 
@@ -91,6 +100,7 @@ impl Session {
         expires_at: Option<u64>,
         rate: f64,
         burst: f64,
+        errors_burst: f64,
         max_queued: usize,
         tasks: TaskTracker,
     ) -> Arc<Self> {
@@ -105,6 +115,11 @@ impl Session {
             gone: CancellationToken::new(),
             rooms: Mutex::new(BTreeSet::new()),
             limiter: Mutex::new(TokenBucket::new(rate, burst, Instant::now())),
+            errors: Mutex::new(TokenBucket::new(
+                PROTOCOL_ERRORS_PER_SEC,
+                errors_burst,
+                Instant::now(),
+            )),
             inbox: Mutex::new(Inbox::default()),
             max_queued: max_queued.max(1),
             closed: AtomicBool::new(false),
@@ -214,13 +229,37 @@ impl Session {
 
     /// Admit a client request: rate limit, then queue behind earlier requests.
     pub fn submit(self: &Arc<Self>, job: BoxFuture<'static, ()>) -> Result<(), Rejected> {
+        self.admit()?;
+        self.queue(job)
+    }
+
+    /// Count one inbound event against the rate limit (every event counts,
+    /// refused ones included).
+    pub fn admit(&self) -> Result<(), Rejected> {
         if self.is_closed() {
             return Err(Rejected::Closed);
         }
-        if !self.limiter.lock().try_take(Instant::now()) {
-            return Err(Rejected::RateLimited);
+        let now = Instant::now();
+        let mut limiter = self.limiter.lock();
+        if limiter.try_take(now) {
+            Ok(())
+        } else {
+            Err(Rejected::RateLimited(limiter.retry_after(now)))
+        }
+    }
+
+    /// Queue an admitted request behind earlier ones.
+    pub fn queue(self: &Arc<Self>, job: BoxFuture<'static, ()>) -> Result<(), Rejected> {
+        if self.is_closed() {
+            return Err(Rejected::Closed);
         }
         self.push(job, Job::Request)
+    }
+
+    /// Count a protocol error (malformed, oversized, binary or unknown event, bad
+    /// payload); true once there were too many: the socket is to be disconnected.
+    pub fn protocol_error(&self) -> bool {
+        !self.errors.lock().try_take(Instant::now())
     }
 
     /// Queue work of the server's own (moderation) behind the socket's requests:
@@ -246,7 +285,9 @@ impl Session {
         let mut inbox = self.inbox.lock();
         match kind {
             Job::Cleanup => inbox.jobs.clear(),
-            Job::Request if inbox.jobs.len() >= self.max_queued => return Err(Rejected::QueueFull),
+            Job::Request if inbox.jobs.len() >= self.max_queued => {
+                return Err(Rejected::QueueFull(std::time::Duration::from_millis(100)))
+            }
             Job::Request | Job::Internal => {}
         }
         inbox.jobs.push_back(job);
@@ -297,6 +338,7 @@ mod tests {
             None,
             1000.0,
             1000.0,
+            20.0,
             100,
             TaskTracker::new(),
         );
@@ -333,6 +375,7 @@ mod tests {
             None,
             1000.0,
             1000.0,
+            20.0,
             100,
             TaskTracker::new(),
         );
@@ -378,13 +421,17 @@ mod tests {
             None,
             0.0,
             3.0,
+            20.0,
             100,
             TaskTracker::new(),
         );
         for _ in 0..3 {
             s.submit(Box::pin(async {})).unwrap();
         }
-        assert_eq!(s.submit(Box::pin(async {})), Err(Rejected::RateLimited));
+        assert!(matches!(
+            s.submit(Box::pin(async {})),
+            Err(Rejected::RateLimited(wait)) if wait > Duration::ZERO
+        ));
         let q = Session::new(
             user("b"),
             vec![],
@@ -393,6 +440,7 @@ mod tests {
             None,
             1000.0,
             1000.0,
+            20.0,
             2,
             TaskTracker::new(),
         );
@@ -406,7 +454,9 @@ mod tests {
         for _ in 0..3 {
             results.push(q.submit(Box::pin(async {})));
         }
-        assert!(results.contains(&Err(Rejected::QueueFull)));
+        assert!(results
+            .iter()
+            .any(|r| matches!(r, Err(Rejected::QueueFull(_)))));
         let _ = tx.send(());
     }
 }

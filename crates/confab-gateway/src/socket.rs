@@ -108,10 +108,28 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
     if shared.shutdown.is_cancelled() {
         refuse(ChatError::unavailable("server is shutting down, reconnect"))?;
     }
+    let cfg = &shared.config;
+    let ip = crate::conncap::client_ip(socket.peer(), &cfg.trusted_proxies);
+    let ip_slot = match ip {
+        Some(ip) => match shared.ip_slots.take(ip) {
+            Some(slot) => Some(Arc::new(slot)),
+            None => {
+                return refuse(ChatError::rate_limited(
+                    format!(
+                        "too many connections from your address: at most {}",
+                        cfg.max_connections_per_ip
+                    ),
+                    std::time::Duration::from_secs(1),
+                ))
+            }
+        },
+        None => None,
+    };
     let user = match shared.auth.identify(&auth, shared.presence.as_ref()).await {
         Ok(u) => u,
         Err(e) => return refuse(e),
     };
+    crate::quota::take(&shared, crate::quota::Class::Connect, &user.id, ip).await?;
     let access = &shared.access;
     if let Some(until) = access.sanction(SanctionKind::Ban, &user.id, None).await? {
         refuse(ChatError::new(
@@ -126,7 +144,6 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
             roles.push(r);
         }
     }
-    let cfg = &shared.config;
     let session = Session::new(
         user.user_ref(),
         roles,
@@ -135,6 +152,7 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
         user.expires_at,
         cfg.rate_per_sec,
         cfg.rate_burst,
+        cfg.protocol_errors_burst,
         cfg.max_queued_requests,
         shared.tasks.clone(),
     );
@@ -142,6 +160,7 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
         shared: shared.clone(),
         session,
         socket: socket.clone(),
+        ip_slot,
     };
     if let Err(e) = chat::open_session(&ctx).await {
         refuse(e)?;
@@ -244,21 +263,40 @@ fn on_event(ctx: &Ctx, ev: Event) {
     } = ev;
     let s = &ctx.socket;
     let early = |err: ChatError| reply::send::<()>(s, ack, &name, Err(err));
-    let limits = &ctx.shared.config.limits;
+    let cfg = &ctx.shared.config;
+    // Every inbound event counts against the rate, the ones refused below included.
+    match ctx.session.admit() {
+        Ok(()) => {}
+        Err(Rejected::Closed) => return,
+        Err(Rejected::RateLimited(wait)) | Err(Rejected::QueueFull(wait)) => {
+            return early(ChatError::rate_limited(
+                format!(
+                    "too many events: at most {}/s (burst {})",
+                    cfg.rate_per_sec, cfg.rate_burst
+                ),
+                wait,
+            ))
+        }
+    }
+    let refused = |err: ChatError| {
+        early(err);
+        protocol_error(ctx, &name);
+    };
+    let limits = &cfg.limits;
     if size > limits.max_payload {
         let msg = format!(
             "payload is {} bytes, the limit is {}",
             size, limits.max_payload
         );
-        return early(ChatError::new(ErrorCode::PayloadTooLarge, msg));
+        return refused(ChatError::new(ErrorCode::PayloadTooLarge, msg));
     }
     if !attachments.is_empty() {
-        return early(ChatError::bad_request(
+        return refused(ChatError::bad_request(
             "binary attachments are not accepted",
         ));
     }
     let Some(kind) = RequestKind::from_event(&name) else {
-        return early(protocol::unknown_event(&name));
+        return refused(protocol::unknown_event(&name));
     };
     // A packet with no argument at all: the data is absent.
     let data = args.into_iter().next().unwrap_or(Value::Null);
@@ -266,21 +304,31 @@ fn on_event(ctx: &Ctx, ev: Event) {
     let job = Box::pin(async move {
         handle(job_ctx, kind, ack, data).await;
     });
-    match ctx.session.submit(job) {
-        Ok(()) => {}
-        Err(Rejected::Closed) => {}
-        Err(Rejected::RateLimited) => early(ChatError::new(
-            ErrorCode::RateLimited,
-            format!(
-                "too many events: at most {}/s (burst {})",
-                ctx.shared.config.rate_per_sec, ctx.shared.config.rate_burst
-            ),
-        )),
-        Err(Rejected::QueueFull) => early(ChatError::new(
-            ErrorCode::RateLimited,
-            "too many requests in flight: wait for acks before sending more",
-        )),
+    match ctx.session.queue(job) {
+        Ok(()) | Err(Rejected::Closed) => {}
+        Err(Rejected::RateLimited(wait)) | Err(Rejected::QueueFull(wait)) => {
+            early(ChatError::rate_limited(
+                "too many requests in flight: wait for acks before sending more",
+                wait,
+            ))
+        }
     }
+}
+
+/// Count a protocol error of the socket (made by event `event`); past the
+/// allowance the socket is told (an `error` push naming that event) and
+/// disconnected.
+fn protocol_error(ctx: &Ctx, event: &str) {
+    if !ctx.session.protocol_error() {
+        return;
+    }
+    m::refused(ErrorCode::BadRequest);
+    tracing::info!(sid = %ctx.socket.id(), user = %ctx.session.id(), "too many protocol errors: disconnecting");
+    let err = ChatError::bad_request("too many invalid events: disconnecting");
+    let _ = ctx
+        .socket
+        .emit(push::ERROR, &protocol::AckErr::new(err, Some(event)));
+    ctx.socket.disconnect();
 }
 
 /// Run one admitted request and reply.
@@ -292,7 +340,10 @@ async fn handle(ctx: Ctx, kind: RequestKind, ack: Option<u64>, data: Value) {
     let event = kind.event();
     let request = match kind.decode(data, &ctx.shared.config.limits) {
         Ok(r) => r,
-        Err(e) => return reply::send::<()>(&ctx.socket, ack, event, Err(e)),
+        Err(e) => {
+            reply::send::<()>(&ctx.socket, ack, event, Err(e));
+            return protocol_error(&ctx, event);
+        }
     };
     let c = &ctx;
     let s = &ctx.socket;

@@ -30,6 +30,12 @@ pub struct Shared {
     /// This gateway's sessions by user id (moderation acts on them). An entry is
     /// removed by the session's clean-up.
     pub local: parking_lot::Mutex<HashMap<String, Vec<LocalSession>>>,
+    /// This gateway's view of the cluster-wide quotas (their fast path).
+    pub quota_view: crate::quota::LocalView,
+    /// `/readyz`'s answer, cached.
+    pub readiness: Readiness,
+    /// Open connections per client IP (the per-IP cap).
+    pub ip_slots: Arc<crate::conncap::IpSlots>,
     pub subs: Subscriptions,
     pub shutdown: CancellationToken,
     pub metrics: Option<PrometheusHandle>,
@@ -72,5 +78,28 @@ impl Shared {
     /// This gateway's sessions of `user`.
     pub fn sessions_of(&self, user: &str) -> Vec<LocalSession> {
         self.local.lock().get(user).cloned().unwrap_or_default()
+    }
+}
+
+/// The backend's readiness, asked at most once per [`Readiness::TTL`]: a flood of
+/// `/readyz` requests costs the backend one ping a second.
+#[derive(Default)]
+pub struct Readiness {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
+}
+
+impl Readiness {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub async fn ready(&self, broker: &dyn Broker) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, ready)) = *last {
+            if at.elapsed() < Self::TTL {
+                return ready;
+            }
+        }
+        let ready = broker.ready().await;
+        *last = Some((std::time::Instant::now(), ready));
+        ready
     }
 }

@@ -61,14 +61,58 @@ struct State {
     pong_due: Option<Instant>,
     /// A CONNECT was accepted at least once (connect timeout).
     ever_connected: bool,
+    /// CONNECTs refused so far (unknown namespace, or refused by the namespace):
+    /// past [`MAX_REFUSED_CONNECTS`] the connection is closed.
+    refused_connects: u8,
     sockets: Vec<Entry>,
     connecting: Vec<Box<str>>,
     pending: Option<Box<Pending>>,
 }
 
+/// Where a session came from: the TCP peer and, when a proxy forwarded it, the
+/// `X-Forwarded-For` header it sent (the application decides whom to trust).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: Option<std::net::SocketAddr>,
+    pub forwarded_for: Option<Box<str>>,
+}
+
+impl Peer {
+    /// The peer of an HTTP request (axum's `ConnectInfo`, when served with it).
+    pub(crate) fn of(req: &axum::extract::Request) -> Self {
+        let addr = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0);
+        let forwarded_for = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| v.len() <= 512)
+            .map(Into::into);
+        Self {
+            addr,
+            forwarded_for,
+        }
+    }
+}
+
+/// CONNECTs a connection may have refused before it is closed (each costs the
+/// server an answer, and a refused `/` may cost a token check).
+pub(crate) const MAX_REFUSED_CONNECTS: u8 = 5;
+
+/// Longest namespace name accepted (a refusal echoes it).
+pub(crate) const MAX_NAMESPACE_LEN: usize = 128;
+
+/// Whatever the application keeps for a session's life (see
+/// `Builder::admission`); dropped when the session ends.
+pub type Guard = Box<dyn std::any::Any + Send + Sync>;
+
 pub(crate) struct Conn {
     pub(crate) sid: Box<str>,
     pub(crate) server: Arc<Inner>,
+    pub(crate) peer: Peer,
+    _admitted: Option<Guard>,
     state: Mutex<State>,
     /// Frames queued or state changed: wakes the one consumer (websocket writer or
     /// polling GET).
@@ -99,10 +143,17 @@ pub(crate) enum Beat {
 }
 
 impl Conn {
-    pub(crate) fn new(server: Arc<Inner>, transport: Transport) -> Arc<Self> {
+    pub(crate) fn new(
+        server: Arc<Inner>,
+        transport: Transport,
+        peer: Peer,
+        admitted: Option<Guard>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             sid: random_id().into_boxed_str(),
             server,
+            peer,
+            _admitted: admitted,
             state: Mutex::new(State {
                 outbox: Outbox::default(),
                 transport,
@@ -112,6 +163,7 @@ impl Conn {
                 closed: None,
                 pong_due: None,
                 ever_connected: false,
+                refused_connects: 0,
                 sockets: Vec::new(),
                 connecting: Vec::new(),
                 pending: None,
@@ -544,7 +596,13 @@ impl Conn {
         let Mode::SocketIo(spaces) = &self.server.mode else {
             return Ok(());
         };
+        if ns.len() > MAX_NAMESPACE_LEN {
+            return Err(Violation("namespace name too long"));
+        }
         let Some(space) = spaces.get(ns).cloned() else {
+            if self.count_refused() {
+                return Err(Violation("too many refused namespace connects"));
+            }
             self.push_control(&[sio::connect_error(ns, "Invalid namespace", None)]);
             return Ok(());
         };
@@ -564,14 +622,26 @@ impl Conn {
             conn.state.lock().connecting.retain(|c| **c != *socket.ns());
             match result {
                 Ok(handler) => conn.attach(socket, handler),
-                Err(refusal) => conn.push_control(&[sio::connect_error(
-                    socket.ns(),
-                    &refusal.message,
-                    refusal.data.as_ref(),
-                )]),
+                Err(refusal) => {
+                    conn.push_control(&[sio::connect_error(
+                        socket.ns(),
+                        &refusal.message,
+                        refusal.data.as_ref(),
+                    )]);
+                    if conn.count_refused() {
+                        conn.close(DisconnectReason::ParseError);
+                    }
+                }
             }
         });
         Ok(())
+    }
+
+    /// Count a refused CONNECT; true once there were too many.
+    fn count_refused(&self) -> bool {
+        let mut st = self.state.lock();
+        st.refused_connects = st.refused_connects.saturating_add(1);
+        st.refused_connects > MAX_REFUSED_CONNECTS
     }
 
     /// A CONNECT accepted: ack it, then let the handler speak.

@@ -19,6 +19,7 @@ mod socket;
 mod ws;
 
 pub use config::Config;
+pub use conn::{Guard, Peer};
 pub use frame::Frame;
 pub use server::{Builder, Connection, EngineHandler, Server};
 pub use socket::{DisconnectReason, Event, Namespace, Refusal, SendError, Socket, SocketHandler};

@@ -41,13 +41,21 @@ pub(crate) enum Mode {
     Engine(Arc<dyn EngineHandler>),
 }
 
-type OriginCheck = dyn Fn(&str) -> bool + Send + Sync;
+/// Admission of a new Engine.IO session by where it comes from: `Ok(guard)` keeps
+/// `guard` for the session's life (dropped when it ends), `Err(message)` refuses
+/// it (HTTP 403, Engine.IO code 4).
+pub type Admission =
+    dyn Fn(&crate::conn::Peer) -> Result<Option<crate::conn::Guard>, String> + Send + Sync;
+
+/// `(origin, host)`: the request's `Origin` and `Host` headers.
+type OriginCheck = dyn Fn(&str, Option<&str>) -> bool + Send + Sync;
 
 pub(crate) struct Inner {
     pub(crate) config: Config,
     pub(crate) mode: Mode,
     sessions: Mutex<HashMap<Box<str>, Arc<Conn>>>,
     origin_check: Option<Box<OriginCheck>>,
+    admission: Option<Box<Admission>>,
     closing: AtomicBool,
 }
 
@@ -62,6 +70,17 @@ impl Inner {
         (!conn.expire_if_silent()).then_some(conn)
     }
 
+    /// Admit a new session from `peer` (see [`Builder::admission`]).
+    pub(crate) fn admit(
+        &self,
+        peer: &crate::conn::Peer,
+    ) -> Result<Option<crate::conn::Guard>, String> {
+        match &self.admission {
+            Some(a) => a(peer),
+            None => Ok(None),
+        }
+    }
+
     pub(crate) fn register(&self, conn: &Arc<Conn>) {
         self.sessions.lock().insert(conn.sid.clone(), conn.clone());
     }
@@ -73,6 +92,7 @@ pub struct Builder {
     namespaces: HashMap<String, Arc<dyn Namespace>>,
     engine: Option<Arc<dyn EngineHandler>>,
     origin_check: Option<Box<OriginCheck>>,
+    admission: Option<Box<Admission>>,
 }
 
 impl Builder {
@@ -88,10 +108,28 @@ impl Builder {
         self
     }
 
-    /// Accept a request carrying an `Origin` header only if `check` says so
-    /// (requests without one, from non-browser clients, are not checked).
-    pub fn origin_check(mut self, check: impl Fn(&str) -> bool + Send + Sync + 'static) -> Self {
+    /// Accept a request carrying an `Origin` header only if `check(origin, host)`
+    /// says so, `host` being the request's `Host` header (requests without an
+    /// `Origin`, from non-browser clients, are not checked).
+    pub fn origin_check(
+        mut self,
+        check: impl Fn(&str, Option<&str>) -> bool + Send + Sync + 'static,
+    ) -> Self {
         self.origin_check = Some(Box::new(check));
+        self
+    }
+
+    /// Decide, by its peer, whether a new Engine.IO session may open (e.g. a cap
+    /// of sessions per client address: sessions that never join a namespace
+    /// count too).
+    pub fn admission(
+        mut self,
+        admit: impl Fn(&crate::conn::Peer) -> Result<Option<crate::conn::Guard>, String>
+            + Send
+            + Sync
+            + 'static,
+    ) -> Self {
+        self.admission = Some(Box::new(admit));
         self
     }
 
@@ -106,6 +144,7 @@ impl Builder {
                 mode,
                 sessions: Mutex::new(HashMap::new()),
                 origin_check: self.origin_check,
+                admission: self.admission,
                 closing: AtomicBool::new(false),
             }),
         }
@@ -125,6 +164,7 @@ impl Server {
             namespaces: HashMap::new(),
             engine: None,
             origin_check: None,
+            admission: None,
         }
     }
 
@@ -231,7 +271,11 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
 
 async fn route(inner: &Arc<Inner>, req: Request) -> Response {
     if let (Some(check), Some(origin)) = (&inner.origin_check, req.headers().get(header::ORIGIN)) {
-        if !origin.to_str().is_ok_and(check) {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        if !origin.to_str().is_ok_and(|o| check(o, host)) {
             return refuse(StatusCode::FORBIDDEN, 4, "Forbidden: origin not allowed");
         }
     }
@@ -288,7 +332,7 @@ async fn route(inner: &Arc<Inner>, req: Request) -> Response {
         return crate::ws::upgrade(inner.clone(), conn, req);
     }
     match (q.sid, req.method().clone()) {
-        (None, Method::GET) => open_polling(inner),
+        (None, Method::GET) => open_polling(inner, crate::conn::Peer::of(&req)),
         (None, _) => bad(2, "Bad handshake method"),
         (Some(sid), method) => {
             let Some(conn) = inner.find(sid) else {
@@ -329,8 +373,12 @@ fn text(body: Vec<u8>) -> Response {
         .into_response()
 }
 
-fn open_polling(inner: &Arc<Inner>) -> Response {
-    let conn = Conn::new(inner.clone(), Transport::Polling);
+fn open_polling(inner: &Arc<Inner>, peer: crate::conn::Peer) -> Response {
+    let guard = match inner.admit(&peer) {
+        Ok(g) => g,
+        Err(msg) => return refuse(StatusCode::FORBIDDEN, 4, &format!("Forbidden: {msg}")),
+    };
+    let conn = Conn::new(inner.clone(), Transport::Polling, peer, guard);
     inner.register(&conn);
     let c = &inner.config;
     let open = eio::open_packet(

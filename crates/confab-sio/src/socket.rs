@@ -165,6 +165,11 @@ impl Socket {
         &self.inner.id
     }
 
+    /// Where the connection came from.
+    pub fn peer(&self) -> &crate::conn::Peer {
+        &self.inner.conn.peer
+    }
+
     pub fn ns(&self) -> &str {
         &self.inner.ns
     }

@@ -34,10 +34,43 @@ type Writer = tokio::io::WriteHalf<Io>;
 /// How long a closed connection may take to write its last frames.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// A `Sec-WebSocket-Key`: base64 of exactly 16 bytes.
+fn valid_key(k: &[u8]) -> bool {
+    use base64::Engine as _;
+    k.len() == 24
+        && base64::engine::general_purpose::STANDARD
+            .decode(k)
+            .is_ok_and(|b| b.len() == 16)
+}
+
 /// Answer the upgrade (101) and run the connection once hyper hands the socket
 /// over. `probing` is the polling session this websocket wants to take over.
 pub(crate) fn upgrade(inner: Arc<Inner>, probing: Option<Arc<Conn>>, mut req: Request) -> Response {
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+    // RFC 6455 §4.2.1-2: version 13 only (426 names it), and a key that is 16
+    // random bytes in base64.
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        if let Some(c) = &probing {
+            c.abort_probe();
+        }
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::SEC_WEBSOCKET_VERSION, "13")],
+        )
+            .into_response();
+    }
+    let Some(key) = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| valid_key(k.as_bytes()))
+        .cloned()
+    else {
+        if let Some(c) = &probing {
+            c.abort_probe();
+        }
         return StatusCode::BAD_REQUEST.into_response();
     };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
@@ -49,6 +82,19 @@ pub(crate) fn upgrade(inner: Arc<Inner>, probing: Option<Arc<Conn>>, mut req: Re
             "connection cannot be upgraded",
         )
             .into_response();
+    };
+    let peer = crate::conn::Peer::of(&req);
+    // A new session (not an upgrade of one) must be admitted, before the 101.
+    let guard = if probing.is_none() {
+        match inner.admit(&peer) {
+            Ok(g) => g,
+            Err(msg) => {
+                let body = serde_json::json!({"code": 4, "message": format!("Forbidden: {msg}")});
+                return (StatusCode::FORBIDDEN, body.to_string()).into_response();
+            }
+        }
+    } else {
+        None
     };
     drop(req);
     let cfg = &inner.config;
@@ -73,7 +119,7 @@ pub(crate) fn upgrade(inner: Arc<Inner>, probing: Option<Arc<Conn>>, mut req: Re
         match probing {
             Some(conn) => run_probe(conn, stream, wr).await,
             None => {
-                let conn = Conn::new(inner.clone(), Transport::WebSocket);
+                let conn = Conn::new(inner.clone(), Transport::WebSocket, peer, guard);
                 inner.register(&conn);
                 let c = &inner.config;
                 let open = eio::open_packet(
@@ -93,7 +139,12 @@ pub(crate) fn upgrade(inner: Arc<Inner>, probing: Option<Arc<Conn>>, mut req: Re
 
 /// Accept a websocket only to close it (a second websocket for a session).
 pub(crate) fn refuse_after_upgrade(mut req: Request) -> Response {
-    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {
+    let Some(key) = req
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .filter(|k| valid_key(k.as_bytes()))
+        .cloned()
+    else {
         return StatusCode::BAD_REQUEST.into_response();
     };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {

@@ -139,7 +139,7 @@ async fn origin_check_and_cors() {
         cors: true,
         ..quiet()
     })
-    .origin_check(|o| o == "https://ok.example")
+    .origin_check(|o, _host| o == "https://ok.example")
     .build();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

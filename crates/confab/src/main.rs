@@ -175,6 +175,10 @@ struct ServeArgs {
     /// Messages kept per room and per DM conversation.
     #[arg(long, env = "CONFAB_HISTORY_RETENTION", default_value_t = BackendConfig::default().history_retention)]
     history_retention: usize,
+    /// Messages older than this leave history (`30d`, `12h`; `off`: kept until
+    /// --history-retention drops them); an idle room's history goes entirely.
+    #[arg(long, env = "CONFAB_HISTORY_MAX_AGE", default_value = "off", value_parser = parse_max_age)]
+    history_max_age: MaxAge,
     /// A message resent with the same clientId by the same user within this many
     /// seconds returns the original instead of being stored again.
     #[arg(long, env = "CONFAB_IDEMPOTENCY_WINDOW_S", default_value_t = BackendConfig::default().idempotency_window.as_secs())]
@@ -242,9 +246,82 @@ struct ServeArgs {
     /// in ms (0: never refuse).
     #[arg(long, env = "CONFAB_OVERLOAD_LAG_MS", default_value_t = gw().overload_lag.map_or(0, ms))]
     overload_lag_ms: u64,
+    /// Largest sum of message text in one history or join ack, bytes (the oldest
+    /// of a page over it are left out; hasMore/truncated say so).
+    #[arg(long, env = "CONFAB_ACK_TEXT_MAX_BYTES", default_value_t = lim().ack_text_max_bytes)]
+    ack_text_max_bytes: usize,
+    /// Protocol errors (unknown, oversized, binary or undecodable events) a socket
+    /// may make at once, then 1 per second, before it is disconnected.
+    #[arg(long, env = "CONFAB_PROTOCOL_ERRORS_BURST", default_value_t = gw().protocol_errors_burst)]
+    protocol_errors_burst: f64,
+    /// Web origins allowed to connect, comma-separated (e.g.
+    /// `https://chat.example.com`); default: only the server's own origin; `*`: any.
+    #[arg(long, env = "CONFAB_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Serve /metrics and /readyz (and /healthz) on this address only, not on the
+    /// public listener (e.g. 127.0.0.1:9101).
+    #[arg(long, env = "CONFAB_INTERNAL_BIND")]
+    internal_bind: Option<SocketAddr>,
+    /// Proxies whose X-Forwarded-For names the client, comma-separated.
+    #[arg(long, env = "CONFAB_TRUSTED_PROXIES", value_delimiter = ',',
+          default_values_t = gw().trusted_proxies)]
+    trusted_proxies: Vec<std::net::IpAddr>,
+    /// Connections one client IP may hold on this gateway (0: no cap).
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_IP", default_value_t = gw().max_connections_per_ip)]
+    max_connections_per_ip: u32,
+    /// Connections one user may hold across the cluster (0: no cap).
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_USER", default_value_t = gw().max_connections_per_user)]
+    max_connections_per_user: u64,
+    /// Close a connection that has not sent a complete request head this long after
+    /// connecting or after its last response (slow or idle clients; also bounds the
+    /// TLS handshake), in ms (0: never).
+    #[arg(long, env = "CONFAB_HEADER_READ_TIMEOUT_MS", default_value_t = gw().header_read_timeout.map_or(0, ms))]
+    header_read_timeout_ms: u64,
+    /// TCP connections open at once on the public listener, websockets included (0:
+    /// no cap); over it, new connections are closed at once.
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS", default_value_t = gw().max_connections)]
+    max_connections: usize,
+    /// Serve HTTPS/WSS with this PEM certificate chain (with --tls-key; both are
+    /// reloaded on SIGHUP).
+    #[arg(long, env = "CONFAB_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key, PEM (PKCS#8, RSA or SEC1).
+    #[arg(long, env = "CONFAB_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Messages (message:send, dm:send, announce) per user across the cluster:
+    /// RATE/BURST per second, or `off`.
+    #[arg(long, env = "CONFAB_QUOTA_MESSAGES_PER_USER", default_value_t = gw().quotas.messages_per_user)]
+    quota_messages_per_user: confab_gateway::quota::Rate,
+    /// Messages per client IP across the cluster: RATE/BURST, or `off`.
+    #[arg(long, env = "CONFAB_QUOTA_MESSAGES_PER_IP", default_value_t = gw().quotas.messages_per_ip)]
+    quota_messages_per_ip: confab_gateway::quota::Rate,
+    /// Room joins and creations per user across the cluster: RATE/BURST, or `off`.
+    #[arg(long, env = "CONFAB_QUOTA_JOINS_PER_USER", default_value_t = gw().quotas.joins_per_user)]
+    quota_joins_per_user: confab_gateway::quota::Rate,
+    /// Handshakes per user across the cluster: RATE/BURST, or `off`.
+    #[arg(long, env = "CONFAB_QUOTA_CONNECTS_PER_USER", default_value_t = gw().quotas.connects_per_user)]
+    quota_connects_per_user: confab_gateway::quota::Rate,
+    /// Handshakes per client IP across the cluster: RATE/BURST, or `off`.
+    #[arg(long, env = "CONFAB_QUOTA_CONNECTS_PER_IP", default_value_t = gw().quotas.connects_per_ip)]
+    quota_connects_per_ip: confab_gateway::quota::Rate,
     /// Redis connections in the command pool.
     #[arg(long, env = "CONFAB_REDIS_POOL", default_value_t = RedisConfig::default().pool_size)]
     redis_pool: usize,
+}
+
+/// `--history-max-age`: a duration or `off`.
+#[derive(Debug, Clone, Copy)]
+struct MaxAge(Option<Duration>);
+
+fn parse_max_age(s: &str) -> Result<MaxAge, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(MaxAge(None));
+    }
+    let d = confab_auth::parse_duration(s)?;
+    if d < Duration::from_secs(1) {
+        return Err("at least 1s (or off)".into());
+    }
+    Ok(MaxAge(Some(d)))
 }
 
 /// An HS256 secret given in the environment (never a flag: flags show in `ps`).
@@ -287,6 +364,7 @@ impl ServeArgs {
                 list_max: lim().list_max,
                 join_members_max: self.join_members_max,
                 presence_names_max: self.presence_names_max,
+                ack_text_max_bytes: self.ack_text_max_bytes.max(1),
             },
             ui_dir: self.ui_dir.clone(),
             vendor_dir: self.vendor_dir.clone(),
@@ -300,6 +378,29 @@ impl ServeArgs {
             ping_interval: Duration::from_millis(self.ping_interval_ms),
             ping_timeout: Duration::from_millis(self.ping_timeout_ms),
             shutdown_deadline: Duration::from_millis(self.shutdown_deadline_ms),
+            allowed_origins: self
+                .allowed_origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            internal_bind: self.internal_bind,
+            protocol_errors_burst: self.protocol_errors_burst.max(1.0),
+            quotas: confab_gateway::quota::Quotas {
+                messages_per_user: self.quota_messages_per_user,
+                messages_per_ip: self.quota_messages_per_ip,
+                joins_per_user: self.quota_joins_per_user,
+                connects_per_user: self.quota_connects_per_user,
+                connects_per_ip: self.quota_connects_per_ip,
+            },
+            trusted_proxies: self.trusted_proxies.clone(),
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_connections_per_user: self.max_connections_per_user,
+            header_read_timeout: (self.header_read_timeout_ms > 0)
+                .then(|| Duration::from_millis(self.header_read_timeout_ms)),
+            max_connections: self.max_connections,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
             overload_lag: (self.overload_lag_ms > 0)
                 .then(|| Duration::from_millis(self.overload_lag_ms)),
         }
@@ -421,8 +522,9 @@ fn role(r: RoleArgs) -> std::process::ExitCode {
     }
 }
 
-/// Re-read the key files on every SIGHUP (rotation without a restart).
-fn reload_on_sighup(auth: Arc<Auth>) {
+/// Re-read the token key files and the TLS certificate on every SIGHUP (rotation
+/// without a restart).
+fn reload_on_sighup(auth: Arc<Auth>, tls: Option<Arc<confab_gateway::listener::Tls>>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP: keys will not be reloaded");
@@ -433,6 +535,14 @@ fn reload_on_sighup(auth: Arc<Auth>) {
             match auth.reload() {
                 Ok(()) => tracing::info!("SIGHUP: token keys reloaded"),
                 Err(e) => tracing::error!("SIGHUP: token keys not reloaded (old keys kept): {e}"),
+            }
+            if let Some(tls) = &tls {
+                match tls.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => {
+                        tracing::error!("SIGHUP: TLS certificate not reloaded (old one kept): {e}")
+                    }
+                }
             }
         }
     });
@@ -470,7 +580,6 @@ async fn make_auth(
         ),
         mode => tracing::info!(mode = mode.as_str(), "auth"),
     }
-    reload_on_sighup(auth.clone());
     Ok(auth)
 }
 
@@ -489,10 +598,11 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if !config.vendor_dir.exists() {
         tracing::warn!(dir = %config.vendor_dir.display(), "socket.io-client not found (run `npm ci`): the web UI will not connect");
     }
-    let (gateway, redis) = match &args.redis_url {
+    let (mut gateway, redis, auth) = match &args.redis_url {
         None => {
             let hub = MemoryHub::new(BackendConfig {
                 history_retention: args.history_retention,
+                history_max_age: args.history_max_age.0,
                 idempotency_window: Duration::from_secs(args.idempotency_window_s.max(1)),
             });
             let (node, events) = hub.node();
@@ -500,19 +610,20 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             let auth = make_auth(&args, node.as_ref()).await?;
             let gw = Gateway::new(
                 config,
-                auth,
+                auth.clone(),
                 node.clone(),
                 node.clone(),
                 node,
                 events,
                 Some(metrics),
             );
-            (gw, None)
+            (gw, None, auth)
         }
         Some(url) => {
             let ttl = Duration::from_millis(args.gateway_ttl_ms.max(600));
             let rc = RedisConfig {
                 history_retention: args.history_retention,
+                history_max_age: args.history_max_age.0,
                 command_timeout: Duration::from_millis(args.redis_timeout_ms.max(50)),
                 heartbeat_interval: ttl / 3,
                 heartbeat_ttl: ttl,
@@ -529,22 +640,25 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             let auth = make_auth(&args, node.as_ref()).await?;
             let gw = Gateway::new(
                 config,
-                auth,
+                auth.clone(),
                 node.clone(),
                 node.clone(),
                 node.clone(),
                 events,
                 Some(metrics),
             );
-            (gw, Some(node))
+            (gw, Some(node), auth)
         }
     };
+    let tls = gateway.load_tls().map_err(|e| format!("tls: {e}"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    reload_on_sighup(auth, tls);
     let listener = tokio::net::TcpListener::bind(args.bind)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.bind))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     // The one line scripts and tests wait for.
-    println!("confab: listening on http://{addr}");
+    println!("confab: listening on {scheme}://{addr}");
     let gateway = match redis {
         // Presence of the sockets was removed by their clean-up; this removes the
         // gateway's heartbeat and bookkeeping so no one has to reap it (inside the

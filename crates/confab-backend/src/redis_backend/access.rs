@@ -5,7 +5,7 @@
 
 use super::{codec, codec::entries, scripts, RedisNode};
 use crate::access::AUDIT_RETENTION;
-use crate::{now_ms, Access, AuditEntry, BackendError, RoomMeta, SanctionKind};
+use crate::{now_ms, Access, AuditEntry, BackendError, RateBucket, RoomMeta, SanctionKind};
 use async_trait::async_trait;
 use confab_core::MessageId;
 use redis::Value;
@@ -158,6 +158,29 @@ impl Access for RedisNode {
             }
             None => Ok(None),
         }
+    }
+
+    async fn rate_take(
+        &self,
+        buckets: &[RateBucket],
+    ) -> Result<Result<(), std::time::Duration>, BackendError> {
+        if buckets.is_empty() {
+            return Ok(Ok(()));
+        }
+        let s = &self.shared;
+        let mut inv = scripts::RATE_TAKE.prepare_invoke();
+        for b in buckets {
+            let emission = 1000.0 / b.per_sec.max(1e-9);
+            inv.key(s.keys.rate(&b.key))
+                .arg(format!("{emission:.6}"))
+                .arg(format!("{:.6}", emission * b.burst.max(1.0)));
+        }
+        let v: Vec<i64> = s.invoke(&inv).await?;
+        Ok(match v.as_slice() {
+            [1] => Ok(()),
+            [0, wait] => Err(std::time::Duration::from_millis((*wait).max(1) as u64)),
+            _ => return Err(BackendError::Internal(format!("rate reply {v:?}"))),
+        })
     }
 
     async fn audit_append(&self, entry: AuditEntry) -> Result<(), BackendError> {

@@ -62,6 +62,17 @@ impl Keys {
         format!("{}:unread:{{{user}}}", self.prefix)
     }
 
+    /// Index of a user's unread DMs: zset (all scores 0) of `<sender>\0<padded id>`:
+    /// `confab:dmin:{<user>}`. Read entries leave it, so it holds unread DMs only.
+    pub(crate) fn dm_inbox(&self, user: &str) -> String {
+        format!("{}:dmin:{{{user}}}", self.prefix)
+    }
+
+    /// A rate-limit bucket (GCRA): `confab:rate:{<key>}`.
+    pub(crate) fn rate(&self, key: &str) -> String {
+        format!("{}:rate:{{{key}}}", self.prefix)
+    }
+
     /// Hash of every user id that ever connected → its latest display name:
     /// `confab:userdir`.
     pub(crate) fn known_users(&self) -> String {
@@ -196,6 +207,12 @@ pub(crate) fn conn_online_field(user: &str) -> String {
     format!("u:{user}")
 }
 
+/// A message id with fixed-width parts, so that byte order is id order (members of
+/// the unread index; the publish script writes the same form).
+pub(crate) fn padded_id(id: confab_core::MessageId) -> String {
+    format!("{:016}-{:010}", id.ms, id.seq)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +240,22 @@ mod tests {
         assert_ne!(k.dm_log("a%3Ab", "c"), k.dm_log("a:b", "c"));
         assert_eq!(k.dm_log("bob", "alice"), "confab:dm:{alice:bob}:log");
         assert_eq!(k.dm_log("x", "y"), k.dm_log("y", "x"));
+    }
+
+    #[test]
+    fn padded_ids_sort_like_ids() {
+        use confab_core::MessageId;
+        let ids = [
+            MessageId::new(9, 0),
+            MessageId::new(10, 0),
+            MessageId::new(10, 2),
+            MessageId::new(10, 11),
+            MessageId::new(1_795_979_668_999, 0),
+        ];
+        let padded: Vec<String> = ids.iter().map(|i| padded_id(*i)).collect();
+        let mut sorted = padded.clone();
+        sorted.sort();
+        assert_eq!(padded, sorted);
+        assert_eq!(padded[1], "0000000000000010-0000000000");
     }
 }

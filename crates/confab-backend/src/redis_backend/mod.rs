@@ -52,6 +52,8 @@ pub struct RedisConfig {
     /// Entries kept per room and per conversation (`XADD MAXLEN ~`, so Redis may
     /// keep somewhat more).
     pub history_retention: usize,
+    /// Entries older than this leave history; an idle stream expires after it.
+    pub history_max_age: Option<Duration>,
     /// Bound on every Redis command (pool wait, connect, response).
     pub command_timeout: Duration,
     /// How often this gateway refreshes its heartbeat key.
@@ -81,6 +83,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             history_retention: 10_000,
+            history_max_age: None,
             command_timeout: Duration::from_secs(2),
             heartbeat_interval: Duration::from_secs(5),
             heartbeat_ttl: Duration::from_secs(15),
@@ -189,6 +192,12 @@ impl Shared {
 
     fn idempotency_secs(&self) -> u64 {
         self.cfg.idempotency_window.as_secs().max(1)
+    }
+
+    fn max_age_ms(&self) -> u64 {
+        self.cfg
+            .history_max_age
+            .map_or(0, |a| a.as_millis().max(1) as u64)
     }
 
     fn retention(&self) -> usize {
@@ -476,12 +485,37 @@ impl RedisNode {
     /// pub/sub connection, register the gateway and start the background tasks.
     /// Fails with [`BackendError::Unavailable`] if Redis cannot be reached now, and
     /// [`BackendError::Internal`] for a bad URL. Must be called inside a tokio runtime.
+    ///
+    /// Credentials go in the URL: `redis://:PASSWORD@host:6379/` (`requirepass`) or
+    /// `redis://USER:PASSWORD@host:6379/` (ACL), percent-encoded. `rediss://` is TLS
+    /// (rustls), verified against the system roots, or against the PEM file named by
+    /// `SSL_CERT_FILE` (a private CA) when that is set. No error of this function
+    /// contains the password (see [`RedisNode::redact_url`]).
     pub async fn connect(
         url: &str,
         config: RedisConfig,
     ) -> Result<(Arc<RedisNode>, EventReceiver), BackendError> {
-        let bad_url =
-            |e: redis::RedisError| BackendError::Internal(format!("redis url {url:?}: {e}"));
+        let secrets = RedisNode::url_secrets(url);
+        let scrub = |e: BackendError| match e {
+            BackendError::Unavailable(m) => {
+                BackendError::Unavailable(RedisNode::scrub_secrets(m, &secrets))
+            }
+            BackendError::Internal(m) => {
+                BackendError::Internal(RedisNode::scrub_secrets(m, &secrets))
+            }
+        };
+        let bad_url = |e: redis::RedisError| {
+            scrub(BackendError::Internal(format!(
+                "redis url {}: {e}",
+                RedisNode::redact_url(url)
+            )))
+        };
+        let scheme = url.split(':').next().unwrap_or("").to_ascii_lowercase();
+        if scheme == "rediss" || scheme == "valkeys" {
+            // rustls needs a crypto provider; ring is the one compiled in. Already
+            // installed (another connect, or by the application) is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let client = redis::Client::open(url).map_err(bad_url)?;
         let t = Some(config.command_timeout);
         let conn_config = AsyncConnectionConfig::new()
@@ -520,15 +554,130 @@ impl RedisNode {
             stats: Counters::default(),
             cancel: CancellationToken::new(),
         });
-        let (sink, stream) = shared.open_pubsub().await?.split();
+        let (sink, stream) = shared.open_pubsub().await.map_err(scrub)?.split();
         *shared.sink.lock().await = Some(sink.clone());
         shared.connected.store(true, Ordering::SeqCst);
-        shared.beat().await?;
+        shared.beat().await.map_err(scrub)?;
         tokio::spawn(subscriber::run_reader(shared.clone(), Some((sink, stream))));
         tokio::spawn(gateway::run_heartbeat(shared.clone()));
         tokio::spawn(gateway::run_reaper(shared.clone()));
         tracing::info!(gateway = %shared.gateway_id, "redis backend connected");
         Ok((Arc::new(RedisNode { shared }), rx))
+    }
+
+    /// `url` fit for logs and error messages: the password, and any `pass=` or
+    /// `password=` query value (unix socket URLs), replaced by `***`:
+    /// `redis://:***@host:6379/`, `redis://user:***@host/`. Also for malformed
+    /// URLs: everything between `://` and the last `@` counts as credentials (the
+    /// user name before its first `:` is kept), so a typo never echoes the secret.
+    pub fn redact_url(url: &str) -> String {
+        let (scheme, rest) = match url.find("://") {
+            Some(i) => url.split_at(i + 3),
+            None => ("", url),
+        };
+        let mut out = String::with_capacity(url.len());
+        out.push_str(scheme);
+        let rest = match rest.rfind('@') {
+            Some(at) => {
+                match rest[..at].split_once(':') {
+                    Some((user, _)) => {
+                        out.push_str(user);
+                        out.push_str(":***@");
+                    }
+                    None => out.push_str("***@"),
+                }
+                &rest[at + 1..]
+            }
+            None => rest,
+        };
+        let Some((path, query)) = rest.split_once('?') else {
+            out.push_str(rest);
+            return out;
+        };
+        let (query, fragment) = match query.find('#') {
+            Some(h) => query.split_at(h),
+            None => (query, ""),
+        };
+        out.push_str(path);
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((k, _)) if Self::is_secret_param(k) => {
+                    out.push_str(k);
+                    out.push_str("=***");
+                }
+                _ => out.push_str(pair),
+            }
+        }
+        out.push_str(fragment);
+        out
+    }
+
+    fn is_secret_param(key: &str) -> bool {
+        key.eq_ignore_ascii_case("pass") || key.eq_ignore_ascii_case("password")
+    }
+
+    /// The secrets in `url` (as written and percent-decoded), for [`Self::scrub_secrets`].
+    fn url_secrets(url: &str) -> Vec<String> {
+        let rest = url.find("://").map_or(url, |i| &url[i + 3..]);
+        let mut raw = Vec::new();
+        if let Some(at) = rest.rfind('@') {
+            let userinfo = &rest[..at];
+            raw.push(userinfo.split_once(':').map_or(userinfo, |(_, pw)| pw));
+        }
+        if let Some((_, query)) = rest.split_once('?') {
+            let query = query.split('#').next().unwrap_or("");
+            raw.extend(query.split('&').filter_map(|pair| {
+                pair.split_once('=')
+                    .filter(|(k, _)| Self::is_secret_param(k))
+                    .map(|(_, v)| v)
+            }));
+        }
+        let mut out: Vec<String> = Vec::new();
+        for s in raw.into_iter().filter(|s| !s.is_empty()) {
+            out.push(s.to_string());
+            let bytes = s.as_bytes();
+            let mut dec = Vec::with_capacity(bytes.len());
+            let mut i = 0;
+            while i < bytes.len() {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (
+                    bytes[i],
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) {
+                    (b'%', Some(h), Some(l)) => {
+                        dec.push((h * 16 + l) as u8);
+                        i += 3;
+                    }
+                    (b, _, _) => {
+                        dec.push(b);
+                        i += 1;
+                    }
+                }
+            }
+            let dec = String::from_utf8_lossy(&dec).into_owned();
+            if dec != s {
+                out.push(dec);
+            }
+        }
+        // Longest first, so a secret containing another is replaced whole.
+        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        out
+    }
+
+    /// `msg` with every secret replaced by `***` (defence in depth: the redis
+    /// crate's errors do not quote the URL, but nothing here relies on that).
+    fn scrub_secrets(mut msg: String, secrets: &[String]) -> String {
+        for s in secrets {
+            if msg.contains(s.as_str()) {
+                msg = msg.replace(s.as_str(), "***");
+            }
+        }
+        msg
     }
 
     /// This gateway's id (key `confab:gw:<id>`).
@@ -603,7 +752,8 @@ impl Broker for RedisNode {
             .arg(encode(&stored)?)
             .arg(s.keys.room_channel(&room))
             .arg(s.idempotency_secs())
-            .arg(&room);
+            .arg(&room)
+            .arg(s.max_age_ms());
         let reply: Value = s.invoke(&inv).await?;
         match codec::publish_reply(reply)? {
             codec::Published::New(id) => Ok(stored.into_message(&room, as_id(&id, "message id")?)),
@@ -630,13 +780,15 @@ impl Broker for RedisNode {
             .key(s.keys.user_peers(&stored.to))
             .key(idem)
             .key(s.keys.unread(&stored.to))
+            .key(s.keys.dm_inbox(&stored.to))
             .arg(s.retention())
             .arg(encode(&stored)?)
             .arg(s.keys.user_channel(&stored.from_id))
             .arg(s.keys.user_channel(&stored.to))
             .arg(&stored.from_id)
             .arg(&stored.to)
-            .arg(s.idempotency_secs());
+            .arg(s.idempotency_secs())
+            .arg(s.max_age_ms());
         let reply: Value = s.invoke(&inv).await?;
         match codec::publish_reply(reply)? {
             codec::Published::New(id) => Ok(stored.into_dm(as_id(&id, "dm id")?)),
@@ -790,10 +942,10 @@ impl Broker for RedisNode {
     ) -> Result<u64, BackendError> {
         let s = &self.shared;
         let mut inv = scripts::DM_MARK_READ.prepare_invoke();
-        inv.key(s.keys.dm_log(user, peer))
+        inv.key(s.keys.dm_inbox(user))
             .key(s.keys.unread(user))
-            .arg(format!("({up_to}"))
             .arg(peer)
+            .arg(keys::padded_id(up_to))
             .arg(s.keys.user_channel(user))
             .arg(encode(&(peer, up_to))?);
         s.invoke(&inv).await

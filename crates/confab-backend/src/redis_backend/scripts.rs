@@ -13,7 +13,9 @@ use std::sync::LazyLock;
 ///
 /// `KEYS[1]` room stream, `KEYS[2]` idempotency key (`''` without client id).
 /// `ARGV[1]` retention (MAXLEN ~), `ARGV[2]` msgpack body, `ARGV[3]` room channel,
-/// `ARGV[4]` idempotency window in seconds, `ARGV[5]` room. Returns `{1, id}` for a new
+/// `ARGV[4]` idempotency window in seconds, `ARGV[5]` room, `ARGV[6]` the history's
+/// maximum age in ms (`0`: none; older entries are trimmed and an idle stream
+/// expires after it). Returns `{1, id}` for a new
 /// message, or `{0, '<id>|<room>|<body>'}`: the original, not stored or published
 /// again. The frame is `'M' <id> ' ' <body>`; Redis runs scripts one at a time, so
 /// the pub/sub order of a room is its stream order and nothing is published that
@@ -26,6 +28,12 @@ if KEYS[2] ~= '' then
   if prev then return {0, prev} end
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'b', ARGV[2])
+local age = tonumber(ARGV[6])
+if age > 0 then
+  local ms = tonumber(string.match(id, '^(%d+)-'))
+  redis.call('XTRIM', KEYS[1], 'MINID', tostring(ms - age))
+  redis.call('PEXPIRE', KEYS[1], age)
+end
 if KEYS[2] ~= '' then
   redis.call('SET', KEYS[2], id .. '|' .. ARGV[5] .. '|' .. ARGV[2], 'EX', ARGV[4])
 end
@@ -39,10 +47,11 @@ return {1, id}
 ///
 /// `KEYS[1]` pair stream, `KEYS[2]` sender's peers zset, `KEYS[3]` recipient's peers zset,
 /// `KEYS[4]` idempotency key (`''` without client id), `KEYS[5]` recipient's unread hash
-/// (sender → count, incremented unless it is a note to self).
+/// (sender → count, incremented unless it is a note to self), `KEYS[6]` recipient's
+/// unread index (member `<sender>\0<padded id>`, see [`DM_MARK_READ`]).
 /// `ARGV[1]` retention, `ARGV[2]` msgpack body, `ARGV[3]` sender channel, `ARGV[4]`
 /// recipient channel, `ARGV[5]` sender, `ARGV[6]` recipient, `ARGV[7]` idempotency
-/// window in seconds. Returns `{1, id}`, or `{0, '<id>|<body>'}` for a client id the
+/// window in seconds, `ARGV[8]` the history's maximum age in ms (`0`: none). Returns `{1, id}`, or `{0, '<id>|<body>'}` for a client id the
 /// sender already used within the window (nothing stored or published). The
 /// frame `'D' <id> ' ' <body>` is published once per distinct channel. Peers whose
 /// latest DM is older than 7 days leave the peers zsets (they only serve catch-up).
@@ -54,13 +63,20 @@ if KEYS[4] ~= '' then
   if prev then return {0, prev} end
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'b', ARGV[2], 'f', ARGV[5])
+local age = tonumber(ARGV[8])
+if age > 0 then
+  local ms0 = tonumber(string.match(id, '^(%d+)-'))
+  redis.call('XTRIM', KEYS[1], 'MINID', tostring(ms0 - age))
+  redis.call('PEXPIRE', KEYS[1], age)
+end
 if KEYS[4] ~= '' then
   redis.call('SET', KEYS[4], id .. '|' .. ARGV[2], 'EX', ARGV[7])
 end
+local ms, seq = string.match(id, '^(%d+)-(%d+)$')
 if ARGV[5] ~= ARGV[6] then
   redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
+  redis.call('ZADD', KEYS[6], 0, ARGV[5] .. '\0' .. string.format('%016d-%010d', tonumber(ms), tonumber(seq)))
 end
-local ms = string.match(id, '^(%d+)-')
 redis.call('ZADD', KEYS[2], ms, ARGV[6])
 redis.call('ZADD', KEYS[3], ms, ARGV[5])
 local old = string.format('(%d', tonumber(ms) - 604800000)
@@ -259,26 +275,25 @@ return left
     )
 });
 
-/// Mark DMs read: count the DMs from the peer newer than `up_to` (entries carry the
-/// sender in field `f`), store that as the unread count and tell the user's nodes.
+/// Mark DMs read: drop the user's unread-index entries from the peer up to
+/// `up_to`, count what is left (read markers only move forward; both steps are
+/// O(log n) in the index, whatever the conversation's length), store that as the
+/// unread count and tell the user's nodes.
 ///
-/// `KEYS[1]` pair stream, `KEYS[2]` the user's unread hash. `ARGV[1]` `(<up_to>`,
-/// `ARGV[2]` peer, `ARGV[3]` the user's channel, `ARGV[4]` msgpack of (peer, up_to).
-/// Publishes `'R' <unread> ' ' <ARGV[4]>` and returns the unread count.
+/// `KEYS[1]` the user's unread index (zset, members `<peer>\0<padded id>`),
+/// `KEYS[2]` the user's unread hash. `ARGV[1]` peer, `ARGV[2]` padded `up_to`,
+/// `ARGV[3]` the user's channel, `ARGV[4]` msgpack of (peer, up_to). Publishes
+/// `'R' <unread> ' ' <ARGV[4]>` and returns the unread count.
 pub(crate) static DM_MARK_READ: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-local n = 0
-for _, e in ipairs(redis.call('XRANGE', KEYS[1], ARGV[1], '+')) do
-  local f = e[2]
-  for i = 1, #f, 2 do
-    if f[i] == 'f' and f[i + 1] == ARGV[2] then n = n + 1 end
-  end
-end
+local lo = '[' .. ARGV[1] .. '\0'
+redis.call('ZREMRANGEBYLEX', KEYS[1], lo, lo .. ARGV[2])
+local n = redis.call('ZLEXCOUNT', KEYS[1], lo, lo .. '~')
 if n > 0 then
-  redis.call('HSET', KEYS[2], ARGV[2], n)
+  redis.call('HSET', KEYS[2], ARGV[1], n)
 else
-  redis.call('HDEL', KEYS[2], ARGV[2])
+  redis.call('HDEL', KEYS[2], ARGV[1])
 end
 redis.call('PUBLISH', ARGV[3], 'R' .. n .. ' ' .. ARGV[4])
 return n
@@ -346,6 +361,39 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
+"#,
+    )
+});
+
+/// Take one event from each GCRA bucket, all or none, on Redis's clock.
+///
+/// `KEYS` the buckets (each a string: the theoretical arrival time in ms, expiring
+/// when the bucket is full again). `ARGV[2i-1]`, `ARGV[2i]`: emission interval and
+/// tolerance of `KEYS[i]`, in ms. Returns `{1}` if taken, or `{0, wait_ms}`.
+pub(crate) static RATE_TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local new = {}
+for i, key in ipairs(KEYS) do
+  local emission = tonumber(ARGV[2 * i - 1])
+  local tolerance = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local n = tat + emission
+  local allow_at = n - tolerance
+  if allow_at > now then
+    return {0, math.ceil(allow_at - now)}
+  end
+  new[i] = n
+end
+for i, key in ipairs(KEYS) do
+  local ttl = math.ceil(new[i] - now)
+  if ttl < 1 then ttl = 1 end
+  redis.call('SET', key, string.format('%.3f', new[i]), 'PX', ttl)
+end
+return {1}
 "#,
     )
 });

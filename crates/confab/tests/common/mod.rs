@@ -42,6 +42,13 @@ impl Server {
             .env("RUST_LOG", "warn")
             // The contract tests connect by name; auth tests pass `--auth`.
             .env("CONFAB_AUTH", "open")
+            .env("CONFAB_QUOTA_MESSAGES_PER_USER", "off")
+            .env("CONFAB_QUOTA_MESSAGES_PER_IP", "off")
+            .env("CONFAB_QUOTA_JOINS_PER_USER", "off")
+            .env("CONFAB_QUOTA_CONNECTS_PER_USER", "off")
+            .env("CONFAB_QUOTA_CONNECTS_PER_IP", "off")
+            .env("CONFAB_MAX_CONNECTIONS_PER_IP", "0")
+            .env("CONFAB_PROTOCOL_ERRORS_BURST", "100000")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
