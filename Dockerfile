@@ -14,7 +14,12 @@ COPY package.json package-lock.json ./
 RUN PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --omit=dev --no-audit --no-fund
 
 FROM debian:bookworm-slim
-RUN useradd --system --no-create-home confab
+# CA roots for rediss:// (a managed Redis with a public certificate). For a private
+# CA, mount its PEM file and set SSL_CERT_FILE to it (read by rustls-native-certs).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --no-create-home confab
 WORKDIR /srv/confab
 COPY --from=build /src/target/release/confab /usr/local/bin/confab
 COPY ui ./ui

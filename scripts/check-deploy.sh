@@ -1,16 +1,26 @@
 #!/usr/bin/env bash
 # Offline validation of the deployment files (no Docker engine on these machines):
 # docker-compose.yml against the compose schema (Debian's docker-compose), nginx.conf
-# with `nginx -t`, deploy/prometheus.yml with promtool when it is installed.
+# with `nginx -t` (certificate paths pointed at a throw-away self-signed certificate),
+# deploy/prometheus.yml with promtool when it is installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-docker-compose -f docker-compose.yml config -q
+
+CONFAB_REDIS_PASSWORD=check-deploy docker-compose -f docker-compose.yml config -q
+# Without a Redis password the stack must refuse to start rather than run an open Redis.
+if env -u CONFAB_REDIS_PASSWORD docker-compose -f docker-compose.yml config -q 2>/dev/null; then
+  echo "check-deploy: docker-compose.yml starts without CONFAB_REDIS_PASSWORD" >&2
+  exit 1
+fi
 echo "check-deploy: docker-compose.yml ok"
-mkdir -p "$tmp/logs" "$tmp/tmp"
-"${NGINX_BIN:-/usr/sbin/nginx}" -t -q -p "$tmp" -c "$PWD/nginx.conf"
+
+mkdir -p "$tmp/nginx/logs" "$tmp/nginx/tmp"
+conf="$(deploy/nginx/local-conf.sh "$tmp/conf")"
+"${NGINX_BIN:-/usr/sbin/nginx}" -t -q -p "$tmp/nginx" -c "$conf"
 echo "check-deploy: nginx.conf ok"
+
 if command -v promtool >/dev/null 2>&1; then
   promtool check config deploy/prometheus.yml >/dev/null
   echo "check-deploy: deploy/prometheus.yml ok"

@@ -1,7 +1,7 @@
 // Real-process cluster for the JavaScript tests: a redis-server, several confab
 // gateways and nginx (running the repository's nginx.conf with ports rewritten), each
 // started on free loopback ports and stopped by PID, also when a test fails.
-import { execFile, spawn } from "node:child_process";
+import { execFile, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, readFileSync, writeFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import net from "node:net";
@@ -92,6 +92,13 @@ export async function startGateway({ redisUrl, id, port, args = [], env = {} }) 
     env: {
       ...process.env,
       CONFAB_AUTH: process.env.CONFAB_AUTH || "open",
+      CONFAB_QUOTA_MESSAGES_PER_USER: process.env.CONFAB_QUOTA_MESSAGES_PER_USER || "off",
+      CONFAB_QUOTA_MESSAGES_PER_IP: process.env.CONFAB_QUOTA_MESSAGES_PER_IP || "off",
+      CONFAB_QUOTA_JOINS_PER_USER: process.env.CONFAB_QUOTA_JOINS_PER_USER || "off",
+      CONFAB_QUOTA_CONNECTS_PER_USER: process.env.CONFAB_QUOTA_CONNECTS_PER_USER || "off",
+      CONFAB_QUOTA_CONNECTS_PER_IP: process.env.CONFAB_QUOTA_CONNECTS_PER_IP || "off",
+      CONFAB_MAX_CONNECTIONS_PER_IP: process.env.CONFAB_MAX_CONNECTIONS_PER_IP || "0",
+      CONFAB_PROTOCOL_ERRORS_BURST: process.env.CONFAB_PROTOCOL_ERRORS_BURST || "100000",
       RUST_LOG: process.env.RUST_LOG || "warn",
       ...env,
     },
@@ -109,16 +116,30 @@ export async function startGateway({ redisUrl, id, port, args = [], env = {} }) 
 }
 
 /**
- * Run the repository's nginx.conf in front of gatewayPorts: only the listen port and
- * the upstream server lines are rewritten.
+ * Run the repository's nginx.conf in front of gatewayPorts: only the listen ports, the
+ * upstream server lines, the certificate paths (a throw-away self-signed certificate
+ * from deploy/dev-cert.sh, for 127.0.0.1) and the include path (made absolute) are
+ * rewritten. `url` is the plain HTTP listener, `httpsUrl` the TLS one (`certFile`
+ * is its certificate, to trust as a CA).
  */
-export async function startNginx({ gatewayPorts, port } = {}) {
+export async function startNginx({ gatewayPorts, port, tlsPort } = {}) {
   port = port ?? (await freePort());
+  tlsPort = tlsPort ?? (await freePort());
   const prefix = mkdtempSync(path.join(tmpdir(), "confab-nginx-"));
   mkdirSync(path.join(prefix, "logs"));
   mkdirSync(path.join(prefix, "tmp"));
+  const tls = path.join(prefix, "tls");
+  execFileSync("bash", [path.join(root, "deploy", "dev-cert.sh"), tls], { stdio: "pipe", timeout: 20000 });
   let conf = readFileSync(path.join(root, "nginx.conf"), "utf8");
-  conf = conf.replace(/listen 127\.0\.0\.1:8080;/, `listen 127.0.0.1:${port};`);
+  const rewrite = (from, to) => {
+    if (!from.test(conf)) throw new Error(`nginx.conf no longer matches ${from}`);
+    conf = conf.replace(from, to);
+  };
+  rewrite(/^(\s*)listen 127\.0\.0\.1:8080;/m, `$1listen 127.0.0.1:${port};`);
+  rewrite(/^(\s*)listen 127\.0\.0\.1:8443 ssl/m, `$1listen 127.0.0.1:${tlsPort} ssl`);
+  rewrite(/^(\s*)ssl_certificate \/etc\/nginx\/tls\/fullchain\.pem;/m, `$1ssl_certificate ${tls}/fullchain.pem;`);
+  rewrite(/^(\s*)ssl_certificate_key \/etc\/nginx\/tls\/privkey\.pem;/m, `$1ssl_certificate_key ${tls}/privkey.pem;`);
+  rewrite(/^(\s*)include deploy\/nginx\//gm, `$1include ${root}/deploy/nginx/`);
   // Keep the parameters nginx.conf gives its upstream servers.
   const params = conf.match(/        server 127\.0\.0\.1:300\d([^;\n]*);/)?.[1] ?? "";
   const servers = gatewayPorts
@@ -132,11 +153,25 @@ export async function startNginx({ gatewayPorts, port } = {}) {
   writeFileSync(file, conf);
   const bin = process.env.NGINX_BIN || "/usr/sbin/nginx";
   const proc = new Proc("nginx", bin, ["-p", prefix, "-c", file, "-g", "daemon off;"]);
-  await waitForPort(port);
+  try {
+    await waitForPort(port);
+    await waitForPort(tlsPort);
+  } catch (e) {
+    await proc.kill9();
+    let errorLog = "";
+    try {
+      errorLog = readFileSync(path.join(prefix, "logs", "error.log"), "utf8");
+    } catch {}
+    rmSync(prefix, { recursive: true, force: true });
+    throw new Error(`nginx did not start: ${e.message}\n${proc.log}${errorLog}`);
+  }
   return Object.assign(proc, {
     port,
+    tlsPort,
     prefix,
     url: `http://127.0.0.1:${port}`,
+    httpsUrl: `https://127.0.0.1:${tlsPort}`,
+    certFile: path.join(tls, "fullchain.pem"),
     cleanup: () => rmSync(prefix, { recursive: true, force: true }),
   });
 }
