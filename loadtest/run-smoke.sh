@@ -44,7 +44,7 @@ trap 'exit 130' INT TERM
 # scenarios connect by name.
 unset_confab=()
 for v in $(compgen -e | grep '^CONFAB_' || true); do unset_confab+=(-u "$v"); done
-(cd "$ROOT" && exec env "${unset_confab[@]}" "$BIN" serve --bind 127.0.0.1:0 --auth open) >"$work/server.out" 2>"$work/server.err" &
+(cd "$ROOT" && exec env "${unset_confab[@]}" "$BIN" serve --bind 127.0.0.1:0 --auth open --quota-messages-per-user off --quota-messages-per-ip off --quota-joins-per-user off --quota-connects-per-user off --quota-connects-per-ip off --max-connections-per-ip 0 --protocol-errors-burst 100000) >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 addr=""
 for _ in $(seq 1 150); do

@@ -158,13 +158,19 @@ export function assertIncreasing(ids, what = "ids") {
 }
 
 /** Assert a failure ack `{ok:false, error:{code, message}}` with exactly these keys. */
+/** The keys of an error object: `rate_limited` also says when to retry. */
+function errorKeys(code) {
+  return code === "rate_limited" ? ["code", "message", "retryAfterMs"] : ["code", "message"];
+}
+
 export function assertError(ack, code, ctx = "") {
   assert.equal(typeof ack, "object", `${ctx} ack must be an object, got ${JSON.stringify(ack)}`);
   assert.notEqual(ack, null, `${ctx} ack is null`);
   assert.deepEqual(Object.keys(ack).sort(), ["error", "ok"], `${ctx} failure ack keys: ${JSON.stringify(ack)}`);
   assert.equal(ack.ok, false, `${ctx} ${JSON.stringify(ack)}`);
-  assert.deepEqual(Object.keys(ack.error).sort(), ["code", "message"], `${ctx} error keys: ${JSON.stringify(ack)}`);
+  assert.deepEqual(Object.keys(ack.error).sort(), errorKeys(code), `${ctx} error keys: ${JSON.stringify(ack)}`);
   assert.equal(ack.error.code, code, `${ctx} expected code ${code}, got ${JSON.stringify(ack)}`);
+  if (code === "rate_limited") assert.ok(ack.error.retryAfterMs > 0, `${ctx} retryAfterMs: ${JSON.stringify(ack)}`);
   assert.equal(typeof ack.error.message, "string");
   assert.ok(ack.error.message.length > 0, "error.message must be non-empty");
 }
@@ -174,7 +180,7 @@ export function assertErrorPush(push, event, code) {
   assert.deepEqual(Object.keys(push).sort(), ["error", "event", "ok"], `error push keys: ${JSON.stringify(push)}`);
   assert.equal(push.ok, false);
   assert.equal(push.event, event, JSON.stringify(push));
-  assert.deepEqual(Object.keys(push.error).sort(), ["code", "message"], JSON.stringify(push));
+  assert.deepEqual(Object.keys(push.error).sort(), errorKeys(code), JSON.stringify(push));
   assert.equal(push.error.code, code, JSON.stringify(push));
   assert.equal(typeof push.error.message, "string");
   assert.ok(push.error.message.length > 0);

@@ -15,12 +15,13 @@ import time
 import socketio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+QUOTAS_OFF = "--quota-messages-per-user off --quota-messages-per-ip off --quota-joins-per-user off --quota-connects-per-user off --quota-connects-per-ip off --max-connections-per-ip 0 --protocol-errors-burst 100000".split()
 BIN = os.environ.get("CONFAB_BIN", os.path.join(ROOT, "target", "debug", "confab"))
 
 
 def start_server():
     proc = subprocess.Popen(
-        [BIN, "serve", "--bind", "127.0.0.1:0", "--auth", "open", "--ui-dir", os.path.join(ROOT, "ui")],
+        [BIN, "serve", "--bind", "127.0.0.1:0", "--auth", "open", *QUOTAS_OFF, "--ui-dir", os.path.join(ROOT, "ui")],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

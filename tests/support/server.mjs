@@ -23,7 +23,21 @@ export function startServer({ args = [], env = {}, timeoutMs = 15000 } = {}) {
       cwd: root,
       // The chat-contract suites run in `open` mode (id = name); the auth suites
       // pass `--auth`, which overrides this.
-      env: { ...process.env, CONFAB_AUTH: process.env.CONFAB_AUTH || "open", RUST_LOG: process.env.RUST_LOG || "warn", ...env },
+      env: {
+        ...process.env,
+        CONFAB_AUTH: process.env.CONFAB_AUTH || "open",
+        // The contract suites run without the cluster-wide quotas and IP caps
+        // (they send fast from one address); tests/node/quota.test.mjs sets them.
+        CONFAB_QUOTA_MESSAGES_PER_USER: process.env.CONFAB_QUOTA_MESSAGES_PER_USER || "off",
+        CONFAB_QUOTA_MESSAGES_PER_IP: process.env.CONFAB_QUOTA_MESSAGES_PER_IP || "off",
+        CONFAB_QUOTA_JOINS_PER_USER: process.env.CONFAB_QUOTA_JOINS_PER_USER || "off",
+        CONFAB_QUOTA_CONNECTS_PER_USER: process.env.CONFAB_QUOTA_CONNECTS_PER_USER || "off",
+        CONFAB_QUOTA_CONNECTS_PER_IP: process.env.CONFAB_QUOTA_CONNECTS_PER_IP || "off",
+        CONFAB_MAX_CONNECTIONS_PER_IP: process.env.CONFAB_MAX_CONNECTIONS_PER_IP || "0",
+        CONFAB_PROTOCOL_ERRORS_BURST: process.env.CONFAB_PROTOCOL_ERRORS_BURST || "100000",
+        RUST_LOG: process.env.RUST_LOG || "warn",
+        ...env,
+      },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";
@@ -38,7 +52,7 @@ export function startServer({ args = [], env = {}, timeoutMs = 15000 } = {}) {
     });
     proc.stdout.on("data", (d) => {
       out += d;
-      const m = out.match(/listening on (http:\/\/[0-9.]+:(\d+))/);
+      const m = out.match(/listening on (https?:\/\/[0-9.]+:(\d+))/);
       if (m) {
         clearTimeout(timer);
         const stop = () =>
