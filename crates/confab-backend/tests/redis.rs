@@ -831,3 +831,56 @@ async fn rediss_child() {
         println!("rediss child: refused: {e}");
     }
 }
+
+/// Redis at `maxmemory` with `noeviction` refuses writes: a publish fails with
+/// `Unavailable` (retry later), nothing is half-stored, and history is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_redis_refuses_writes_as_unavailable() {
+    let server = RedisServer::start();
+    let (n, _rx) = node(&server, fast()).await;
+    let room = unique("full");
+    let first = n.publish_message(draft(&room, "kept")).await.unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let used: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let used: u64 = used
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used.saturating_sub(1024).max(1))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let err = n
+        .publish_message(draft(&room, "refused"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BackendError::Unavailable(_)), "{err:?}");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let h = n
+        .room_history(&room, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(h.items, vec![first]);
+}

@@ -172,6 +172,9 @@ pub(crate) fn is_transient(e: &RedisError) -> bool {
                     | ServerErrorKind::ReadOnly
             )
         )
+        // maxmemory reached with `noeviction`: writes are refused until memory is
+        // freed (history is never evicted silently); the client retries later.
+        || e.code() == Some("OOM")
 }
 
 pub(crate) fn redis_err(e: RedisError) -> BackendError {
