@@ -7,7 +7,6 @@
 // and /usr/bin/chromium; never downloads a browser).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -15,29 +14,13 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
-import { LAUNCH, waitText, waitInGeneral, openPage, openUser, watch } from "../support/browser.mjs";
+import { LAUNCH, waitText, waitInGeneral, openPage, openUser, watch, mintToken } from "../support/browser.mjs";
 import { confabBin, startServer } from "../support/server.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const ARTIFACTS = path.join(root, "artifacts", "browser");
 const WAIT_MS = 10000;
 
-/** `confab token ...` with the secret file: the token it prints. */
-function mint(secretFile, args) {
-  return new Promise((resolve, reject) => {
-    execFile(
-      confabBin(),
-      ["token", ...args],
-      { env: { ...process.env, CONFAB_JWT_SECRET_FILE: secretFile }, timeout: WAIT_MS },
-      (err, stdout, stderr) => {
-        if (err) return reject(new Error(`confab token ${args.join(" ")}: ${err.message}\n${stderr}`));
-        const token = stdout.trim();
-        if (token.split(".").length !== 3) return reject(new Error(`confab token printed ${JSON.stringify(stdout)}`));
-        resolve(token);
-      },
-    );
-  });
-}
 
 const storage = (page, key) => page.evaluate((k) => localStorage.getItem(k), key);
 
@@ -325,7 +308,7 @@ test("signing in: guests, names held, sign-out, DMs by id, pasted tokens", { tim
     servers.push(keyed);
 
     await t.test("a pasted token (confab token) signs in as its user, also after a reload", async () => {
-      const token = await mint(secretFile, ["--sub", "ops-1", "--name", "Ops", "--role", "admin", "--ttl", "1h"]);
+      const token = await mintToken(secretFile, ["--sub", "ops-1", "--name", "Ops", "--role", "admin", "--ttl", "1h"]);
       const ops = track(await openPage(browser, keyed.url, "ops"));
       const { page } = ops;
       await page.locator("#token-toggle").click();
@@ -346,7 +329,7 @@ test("signing in: guests, names held, sign-out, DMs by id, pasted tokens", { tim
     });
 
     await t.test("a pasted token about to expire: warning, a token for someone else is refused, a new one is taken", async () => {
-      const short = await mint(secretFile, ["--sub", "ops-2", "--name", "Shorty", "--ttl", "5m"]);
+      const short = await mintToken(secretFile, ["--sub", "ops-2", "--name", "Shorty", "--ttl", "5m"]);
       const u = track(await openPage(browser, keyed.url, "shorty"));
       const { page } = u;
       await page.locator("#token-toggle").click();
@@ -355,10 +338,10 @@ test("signing in: guests, names held, sign-out, DMs by id, pasted tokens", { tim
       await waitInGeneral(page);
       await page.locator("#expiry").waitFor({ state: "visible" });
       assert.match(await page.locator("#expiry-text").textContent(), /^your session expires in [45] minutes — paste a new token$/);
-      await page.locator("#expiry-token-input").fill(await mint(secretFile, ["--sub", "someone-else", "--name", "Else", "--ttl", "1h"]));
+      await page.locator("#expiry-token-input").fill(await mintToken(secretFile, ["--sub", "someone-else", "--name", "Else", "--ttl", "1h"]));
       await page.locator("#expiry-submit").click();
       await waitText(page, "#expiry-error", "unauthorized: the token is for another user");
-      const renewed = await mint(secretFile, ["--sub", "ops-2", "--name", "Shorty", "--ttl", "1h"]);
+      const renewed = await mintToken(secretFile, ["--sub", "ops-2", "--name", "Shorty", "--ttl", "1h"]);
       await page.locator("#expiry-token-input").fill(renewed);
       await page.locator("#expiry-submit").click();
       await page.locator("#expiry").waitFor({ state: "hidden" });
@@ -368,7 +351,7 @@ test("signing in: guests, names held, sign-out, DMs by id, pasted tokens", { tim
     });
 
     await t.test("a pasted token that runs out: the server disconnects, the page asks for a new token", async () => {
-      const brief = await mint(secretFile, ["--sub", "ops-3", "--name", "Brief", "--ttl", "12s"]);
+      const brief = await mintToken(secretFile, ["--sub", "ops-3", "--name", "Brief", "--ttl", "12s"]);
       const u = track(await openPage(browser, keyed.url, "brief"));
       const { page } = u;
       await page.locator("#token-toggle").click();
@@ -386,7 +369,7 @@ test("signing in: guests, names held, sign-out, DMs by id, pasted tokens", { tim
 
     await t.test("a pasted token whose name a guest holds: name_taken, back to the login form", async () => {
       const zed = track(await openUser(browser, keyed.url, "zed"));
-      const token = await mint(secretFile, ["--sub", "x-2", "--name", "Zed", "--ttl", "1h"]);
+      const token = await mintToken(secretFile, ["--sub", "x-2", "--name", "Zed", "--ttl", "1h"]);
       const u = track(await openPage(browser, keyed.url, "fake-zed"));
       await u.page.locator("#token-toggle").click();
       await u.page.locator("#token-input").fill(token);
@@ -409,7 +392,7 @@ test("signing in: guests, names held, sign-out, DMs by id, pasted tokens", { tim
       await page.locator("#token-input").waitFor({ state: "visible" });
       assert.ok(await page.locator("#name-input").isHidden(), "no name field");
       assert.ok(await page.locator("#token-toggle").isHidden(), "no toggle");
-      await page.locator("#token-input").fill(await mint(secretFile, ["--sub", "u-7", "--name", "Seven", "--ttl", "1h"]));
+      await page.locator("#token-input").fill(await mintToken(secretFile, ["--sub", "u-7", "--name", "Seven", "--ttl", "1h"]));
       await page.locator("#name-submit").click();
       await waitInGeneral(page);
       const who = await me(page);

@@ -6,15 +6,13 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import tls from "node:tls";
 import http2 from "node:http2";
-import { spawn, execFileSync } from "node:child_process";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { Harness, connect, waitFor, join, send, uname, uroom, sleep, T } from "./lib.mjs";
-import { confabBin } from "../support/server.mjs";
+import { confabBin, startServer } from "../support/server.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
 /** Open a raw TCP connection (resolves once connected; bounded). */
 function rawConnect(port, timeoutMs = 5000) {
@@ -212,55 +210,6 @@ function makeCert(dir, cn, certPath, keyPath) {
   );
 }
 
-/**
- * Start confab with extra args; resolves to {url, port, proc, stop()} once it prints
- * its listening line (http or https). Same environment as tests/support/server.mjs.
- */
-function startConfab(args, timeoutMs = 15000) {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(confabBin(), ["serve", "--bind", "127.0.0.1:0", ...args], {
-      cwd: root,
-      env: {
-        ...process.env,
-        CONFAB_AUTH: process.env.CONFAB_AUTH || "open",
-        CONFAB_MAX_CONNECTIONS_PER_IP: "0",
-        RUST_LOG: process.env.RUST_LOG || "warn",
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let out = "";
-    let err = "";
-    const timer = setTimeout(() => {
-      proc.kill("SIGKILL");
-      reject(new Error(`confab did not start in ${timeoutMs} ms\nstdout: ${out}\nstderr: ${err}`));
-    }, timeoutMs);
-    proc.stderr.on("data", (d) => {
-      err += d;
-      if (err.length > 100000) err = err.slice(-50000);
-    });
-    const onExit = (code, sig) => {
-      clearTimeout(timer);
-      reject(new Error(`confab exited early (${code ?? sig})\nstdout: ${out}\nstderr: ${err}`));
-    };
-    proc.on("exit", onExit);
-    proc.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/listening on (https?:\/\/[0-9.]+:(\d+))/);
-      if (!m) return;
-      clearTimeout(timer);
-      proc.off("exit", onExit);
-      const stop = () =>
-        new Promise((res) => {
-          if (proc.exitCode !== null || proc.signalCode !== null) return res();
-          proc.once("exit", () => res());
-          proc.kill("SIGTERM");
-          setTimeout(() => proc.kill("SIGKILL"), 5000).unref();
-        });
-      resolve({ url: m[1], port: Number(m[2]), proc, stop, stderr: () => err });
-    });
-  });
-}
-
 /** The serial number of the certificate a new TLS connection is shown. */
 function peerSerial(port) {
   return new Promise((resolve, reject) => {
@@ -292,7 +241,7 @@ test("TLS: wss and polling over https, h2 by ALPN, certificate reloaded on SIGHU
   let server;
   const sockets = [];
   try {
-    server = await startConfab(["--tls-cert", cert, "--tls-key", key]);
+    server = await startServer({ args: ["--tls-cert", cert, "--tls-key", key] });
     assert.match(server.url, /^https:\/\/127\.0\.0\.1:\d+$/);
     const opts = { rejectUnauthorized: false };
     const room = uroom("tls");
@@ -357,5 +306,5 @@ test("TLS: wss and polling over https, h2 by ALPN, certificate reloaded on SIGHU
 });
 
 test("TLS flags: a certificate without a key is refused at start", T, async () => {
-  await assert.rejects(startConfab(["--tls-cert", "/nonexistent/c.pem"]), /exited early/);
+  await assert.rejects(startServer({ args: ["--tls-cert", "/nonexistent/c.pem"] }), /exited early/);
 });

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import net from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { confabBin } from "./server.mjs";
+import { confabBin, testEnv } from "./server.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -89,19 +89,7 @@ export async function startGateway({ redisUrl, id, port, args = [], env = {} }) 
   if (id) cliArgs.push("--gateway-id", id);
   const proc = new Proc(`gateway ${id ?? port}`, confabBin(), cliArgs, {
     cwd: root,
-    env: {
-      ...process.env,
-      CONFAB_AUTH: process.env.CONFAB_AUTH || "open",
-      CONFAB_QUOTA_MESSAGES_PER_USER: process.env.CONFAB_QUOTA_MESSAGES_PER_USER || "off",
-      CONFAB_QUOTA_MESSAGES_PER_IP: process.env.CONFAB_QUOTA_MESSAGES_PER_IP || "off",
-      CONFAB_QUOTA_JOINS_PER_USER: process.env.CONFAB_QUOTA_JOINS_PER_USER || "off",
-      CONFAB_QUOTA_CONNECTS_PER_USER: process.env.CONFAB_QUOTA_CONNECTS_PER_USER || "off",
-      CONFAB_QUOTA_CONNECTS_PER_IP: process.env.CONFAB_QUOTA_CONNECTS_PER_IP || "off",
-      CONFAB_MAX_CONNECTIONS_PER_IP: process.env.CONFAB_MAX_CONNECTIONS_PER_IP || "0",
-      CONFAB_PROTOCOL_ERRORS_BURST: process.env.CONFAB_PROTOCOL_ERRORS_BURST || "100000",
-      RUST_LOG: process.env.RUST_LOG || "warn",
-      ...env,
-    },
+    env: testEnv(env),
   });
   const until = Date.now() + 20000;
   while (!/listening on http/.test(proc.log)) {

@@ -14,6 +14,29 @@ export function confabBin() {
 }
 
 /**
+ * The environment of a confab started by the suites: `open` auth mode (id = name;
+ * the auth suites pass `--auth`, which overrides it) and no cluster-wide quotas, IP
+ * caps or protocol-error cut (the contract suites send fast from one address;
+ * tests/node/quota.test.mjs and hostile.test.mjs set them by flags). `env` last.
+ */
+export function testEnv(env = {}) {
+  const dflt = (k, v) => process.env[k] || v;
+  return {
+    ...process.env,
+    CONFAB_AUTH: dflt("CONFAB_AUTH", "open"),
+    CONFAB_QUOTA_MESSAGES_PER_USER: dflt("CONFAB_QUOTA_MESSAGES_PER_USER", "off"),
+    CONFAB_QUOTA_MESSAGES_PER_IP: dflt("CONFAB_QUOTA_MESSAGES_PER_IP", "off"),
+    CONFAB_QUOTA_JOINS_PER_USER: dflt("CONFAB_QUOTA_JOINS_PER_USER", "off"),
+    CONFAB_QUOTA_CONNECTS_PER_USER: dflt("CONFAB_QUOTA_CONNECTS_PER_USER", "off"),
+    CONFAB_QUOTA_CONNECTS_PER_IP: dflt("CONFAB_QUOTA_CONNECTS_PER_IP", "off"),
+    CONFAB_MAX_CONNECTIONS_PER_IP: dflt("CONFAB_MAX_CONNECTIONS_PER_IP", "0"),
+    CONFAB_PROTOCOL_ERRORS_BURST: dflt("CONFAB_PROTOCOL_ERRORS_BURST", "100000"),
+    RUST_LOG: dflt("RUST_LOG", "warn"),
+    ...env,
+  };
+}
+
+/**
  * Start `confab serve --bind 127.0.0.1:0` with extra args/env.
  * Resolves to {url, port, proc, stop()} once the server prints its listening line.
  */
@@ -21,23 +44,7 @@ export function startServer({ args = [], env = {}, timeoutMs = 15000 } = {}) {
   return new Promise((resolve, reject) => {
     const proc = spawn(confabBin(), ["serve", "--bind", "127.0.0.1:0", ...args], {
       cwd: root,
-      // The chat-contract suites run in `open` mode (id = name); the auth suites
-      // pass `--auth`, which overrides this.
-      env: {
-        ...process.env,
-        CONFAB_AUTH: process.env.CONFAB_AUTH || "open",
-        // The contract suites run without the cluster-wide quotas and IP caps
-        // (they send fast from one address); tests/node/quota.test.mjs sets them.
-        CONFAB_QUOTA_MESSAGES_PER_USER: process.env.CONFAB_QUOTA_MESSAGES_PER_USER || "off",
-        CONFAB_QUOTA_MESSAGES_PER_IP: process.env.CONFAB_QUOTA_MESSAGES_PER_IP || "off",
-        CONFAB_QUOTA_JOINS_PER_USER: process.env.CONFAB_QUOTA_JOINS_PER_USER || "off",
-        CONFAB_QUOTA_CONNECTS_PER_USER: process.env.CONFAB_QUOTA_CONNECTS_PER_USER || "off",
-        CONFAB_QUOTA_CONNECTS_PER_IP: process.env.CONFAB_QUOTA_CONNECTS_PER_IP || "off",
-        CONFAB_MAX_CONNECTIONS_PER_IP: process.env.CONFAB_MAX_CONNECTIONS_PER_IP || "0",
-        CONFAB_PROTOCOL_ERRORS_BURST: process.env.CONFAB_PROTOCOL_ERRORS_BURST || "100000",
-        RUST_LOG: process.env.RUST_LOG || "warn",
-        ...env,
-      },
+      env: testEnv(env),
       stdio: ["ignore", "pipe", "pipe"],
     });
     let out = "";

@@ -328,20 +328,25 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn jobs_run_in_submission_order() {
-        let s = Session::new(
-            user("a"),
+    /// A plain session of user `id` with this rate, burst and queue bound.
+    fn session(id: &str, rate: f64, burst: f64, max_queued: usize) -> Arc<Session> {
+        Session::new(
+            user(id),
             vec![],
             vec![],
             false,
             None,
-            1000.0,
-            1000.0,
+            rate,
+            burst,
             20.0,
-            100,
+            max_queued,
             TaskTracker::new(),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn jobs_run_in_submission_order() {
+        let s = session("a", 1000.0, 1000.0, 100);
         let log = Arc::new(Mutex::new(Vec::new()));
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let mut done_tx = Some(done_tx);
@@ -367,18 +372,7 @@ mod tests {
 
     #[tokio::test]
     async fn close_runs_cleanup_after_the_job_in_flight_and_drops_the_rest() {
-        let s = Session::new(
-            user("a"),
-            vec![],
-            vec![],
-            false,
-            None,
-            1000.0,
-            1000.0,
-            20.0,
-            100,
-            TaskTracker::new(),
-        );
+        let s = session("a", 1000.0, 1000.0, 100);
         let log = Arc::new(Mutex::new(Vec::new()));
         let (started_tx, started_rx) = tokio::sync::oneshot::channel::<()>();
         let l = log.clone();
@@ -413,18 +407,7 @@ mod tests {
 
     #[tokio::test]
     async fn queue_and_rate_limits() {
-        let s = Session::new(
-            user("a"),
-            vec![],
-            vec![],
-            false,
-            None,
-            0.0,
-            3.0,
-            20.0,
-            100,
-            TaskTracker::new(),
-        );
+        let s = session("a", 0.0, 3.0, 100);
         for _ in 0..3 {
             s.submit(Box::pin(async {})).unwrap();
         }
@@ -432,18 +415,7 @@ mod tests {
             s.submit(Box::pin(async {})),
             Err(Rejected::RateLimited(wait)) if wait > Duration::ZERO
         ));
-        let q = Session::new(
-            user("b"),
-            vec![],
-            vec![],
-            false,
-            None,
-            1000.0,
-            1000.0,
-            20.0,
-            2,
-            TaskTracker::new(),
-        );
+        let q = session("b", 1000.0, 1000.0, 2);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         q.submit(Box::pin(async move {
             let _ = rx.await;
