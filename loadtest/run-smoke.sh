@@ -10,6 +10,8 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 ROOT="$(cd "$LOADTEST_DIR/.." && pwd)"
+# shellcheck source=../scripts/lib/open-limits.sh
+source "$ROOT/scripts/lib/open-limits.sh"
 BIN="${CONFAB_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/confab}"
 case "$BIN" in /*) ;; *) BIN="$PWD/$BIN" ;; esac
 [ -x "$BIN" ] || { echo "loadtest smoke: no confab binary at $BIN (cargo build -p confab, or set CONFAB_BIN)" >&2; exit 1; }
@@ -44,7 +46,7 @@ trap 'exit 130' INT TERM
 # scenarios connect by name.
 unset_confab=()
 for v in $(compgen -e | grep '^CONFAB_' || true); do unset_confab+=(-u "$v"); done
-(cd "$ROOT" && exec env "${unset_confab[@]}" "$BIN" serve --bind 127.0.0.1:0 --auth open --quota-messages-per-user off --quota-messages-per-ip off --quota-joins-per-user off --quota-connects-per-user off --quota-connects-per-ip off --max-connections-per-ip 0 --protocol-errors-burst 100000) >"$work/server.out" 2>"$work/server.err" &
+(cd "$ROOT" && exec env "${unset_confab[@]}" "$BIN" serve --bind 127.0.0.1:0 "${OPEN_LIMITS[@]}") >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 addr=""
 for _ in $(seq 1 150); do

@@ -32,6 +32,8 @@ pids=()
 
 # shellcheck source=lib/procs.sh
 source scripts/lib/procs.sh
+# shellcheck source=lib/open-limits.sh
+source scripts/lib/open-limits.sh
 trap stop_all EXIT
 trap 'exit 130' INT TERM
 
@@ -45,7 +47,7 @@ start_gateway() { # LOG [extra args...]; sets $url, appends pid
     shift; name=ceiling
     "$BIN/confab-bench" ceiling-server --bind 127.0.0.1:0 "$@" >"$log.out" 2>"$log.err" &
   else
-    "$BIN/confab" serve --bind 127.0.0.1:0 --auth open --quota-messages-per-user off --quota-messages-per-ip off --quota-joins-per-user off --quota-connects-per-user off --quota-connects-per-ip off --max-connections-per-ip 0 --protocol-errors-burst 100000 "${GW_ARGS[@]}" "$@" >"$log.out" 2>"$log.err" &
+    "$BIN/confab" serve --bind 127.0.0.1:0 "${OPEN_LIMITS[@]}" "${GW_ARGS[@]}" "$@" >"$log.out" 2>"$log.err" &
   fi
   pids+=($!)
   wait_listening "$name" "$log" "${pids[-1]}"

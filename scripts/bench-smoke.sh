@@ -13,6 +13,8 @@ STATE="$(mktemp -d /tmp/confab-bench-smoke.XXXXXX)"
 pids=()
 # shellcheck source=lib/procs.sh
 source scripts/lib/procs.sh
+# shellcheck source=lib/open-limits.sh
+source scripts/lib/open-limits.sh
 trap 'stop_all; rm -rf "$STATE"' EXIT
 trap 'exit 130' INT TERM
 
@@ -26,7 +28,7 @@ start() { # NAME LOG CMD...: sets $url
 cargo build -p confab -p confab-bench >&2
 start ceiling "$STATE/ceiling" "$BIN/confab-bench" ceiling-server --bind 127.0.0.1:0
 ceiling_url="$url"; ceiling_pid="${pids[-1]}"
-start confab "$STATE/confab" "$BIN/confab" serve --bind 127.0.0.1:0 --auth open --quota-messages-per-user off --quota-messages-per-ip off --quota-joins-per-user off --quota-connects-per-user off --quota-connects-per-ip off --max-connections-per-ip 0 --protocol-errors-burst 100000 --rate-limit 1000 --rate-burst 1000
+start confab "$STATE/confab" "$BIN/confab" serve --bind 127.0.0.1:0 "${OPEN_LIMITS[@]}" --rate-limit 1000 --rate-burst 1000
 confab_url="$url"; confab_pid="${pids[-1]}"
 
 fail=0

@@ -7,6 +7,8 @@
 
 # shellcheck source=procs.sh
 source "$(dirname "${BASH_SOURCE[0]}")/procs.sh"
+# shellcheck source=open-limits.sh
+source "$(dirname "${BASH_SOURCE[0]}")/open-limits.sh"
 
 server_pid=""
 stop_server() {
@@ -24,7 +26,7 @@ trap 'exit 130' INT TERM
 # start_server LOG: sets $server_pid and $server_url
 start_server() {
   local log="$1"
-  "${CARGO_TARGET_DIR:-target}/release/confab" serve --bind 127.0.0.1:0 --auth open --quota-messages-per-user off --quota-messages-per-ip off --quota-joins-per-user off --quota-connects-per-user off --quota-connects-per-ip off --max-connections-per-ip 0 --protocol-errors-burst 100000 "${SERVER_ARGS[@]}" >"$log.out" 2>"$log.err" &
+  "${CARGO_TARGET_DIR:-target}/release/confab" serve --bind 127.0.0.1:0 "${OPEN_LIMITS[@]}" "${SERVER_ARGS[@]}" >"$log.out" 2>"$log.err" &
   server_pid=$!
   wait_listening confab "$log" "$server_pid" || exit 1
   server_url="$url"

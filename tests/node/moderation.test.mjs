@@ -16,12 +16,15 @@ const secret = crypto.randomBytes(32).toString("hex");
 const secretFile = path.join(tmp, "secret");
 fs.writeFileSync(secretFile, secret);
 const h = new Harness(["--auth", "guest", "--jwt-secret-file", secretFile, "--rate-limit", "1000", "--rate-burst", "1000"]);
+// Only moderators (and admins) start rooms here.
+const staffRooms = new Harness(["--auth", "guest", "--jwt-secret-file", secretFile, "--rate-limit", "1000", "--rate-burst", "1000",
+  "--room-create-role", "moderator"]);
 
 before(async () => {
-  await h.start();
+  await Promise.all([h.start(), staffRooms.start()]);
 });
 after(async () => {
-  await h.stop();
+  await Promise.all([h.stop(), staffRooms.stop()]);
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -33,10 +36,10 @@ function token({ sub, name, roles = [], rooms = [] }) {
 }
 
 /** A connected user: {s, id, name}. */
-async function user(roles = [], rooms = []) {
+async function user(roles = [], rooms = [], server = h) {
   const name = uname("m");
   const id = `id-${crypto.randomBytes(5).toString("hex")}`;
-  const s = await h.connect(name, { auth: { token: token({ sub: id, name, roles, rooms }) } });
+  const s = await server.connect(name, { auth: { token: token({ sub: id, name, roles, rooms }) } });
   return { s, id, name };
 }
 
@@ -121,6 +124,24 @@ test("room:create: an existing or in-use room cannot be taken over", T, async ()
   forbidden(await call(b.s, "room:create", { room: fresh, private: true }));
   assertError(await call(a.s, "room:create", { room: "Bad Room" }), "invalid_room");
   assertError(await call(a.s, "room:create", { room: fresh, private: "yes" }), "bad_request");
+});
+
+test("--room-create-role moderator: others cannot start a room (first message or room:create) but post in existing ones", T, async () => {
+  const [member, mod, admin] = [await user([], [], staffRooms), await user(["moderator"], [], staffRooms), await user(["admin"], [], staffRooms)];
+  const fresh = uroom("staff");
+  assertOk(await call(member.s, "room:join", { room: fresh }));
+  const refused = await call(member.s, "message:send", { room: fresh, text: "first!" });
+  forbidden(refused);
+  assert.match(refused.error.message, /only moderators start rooms/);
+  forbidden(await call(member.s, "room:create", { room: uroom("staff") }));
+  // Nothing was stored: the moderator who joins sees no history.
+  const seen = assertOk(await call(mod.s, "room:join", { room: fresh }));
+  assert.deepEqual(seen.messages, []);
+  // A moderator starts it; from then on members post.
+  assertOk(await call(mod.s, "message:send", { room: fresh, text: "welcome" }));
+  assertOk(await call(member.s, "message:send", { room: fresh, text: "thanks" }));
+  // Admins count as moderators; room:create works for them.
+  assertOk(await call(admin.s, "room:create", { room: uroom("staff") }));
 });
 
 test("announcement room: only its owner and moderators post", T, async () => {

@@ -16,7 +16,10 @@ const q = new Harness(["--rate-limit", "1000", "--rate-burst", "1000",
 const caps = new Harness([...OFF, "--max-connections-per-ip", "4", "--max-connections-per-user", "2"]);
 const conn = new Harness(["--quota-connects-per-user", "1/2", "--quota-connects-per-ip", "off",
   "--quota-messages-per-user", "off", "--quota-messages-per-ip", "off"]);
-const all = [h, q, caps, conn];
+// Rooms: 3 per user and 5 per address at once, then one every 50 s.
+const rooms = new Harness([...OFF, "--rate-limit", "1000", "--rate-burst", "1000",
+  "--quota-rooms-per-user", "0.02/3", "--quota-rooms-per-ip", "0.02/5"]);
+const all = [h, q, caps, conn, rooms];
 
 before(async () => {
   await Promise.all(all.map((x) => x.start()));
@@ -151,4 +154,30 @@ test("text made only of invisible characters is refused", T, async () => {
     await sleep(220);
   }
   assertOk(await call(s, "message:send", { room: "general", text: "\u202Evisible" }));
+});
+
+test("new rooms per user and per address: starting a room (first message, room:create) is charged, posting in one is not", T, async () => {
+  const [a, b] = [await rooms.connect(uname("ra")), await rooms.connect(uname("rb"))];
+  const fresh = () => uroom("rq");
+  const start = async (s, room) => {
+    assertOk(await call(s, "room:join", { room }));
+    return call(s, "message:send", { room, text: `first in ${room}`, clientId: `c-${room}` });
+  };
+  const mine = [fresh(), fresh(), fresh()];
+  for (const r of mine) assertOk(await start(a, r), r);
+  // The user's fourth room is refused, stored nowhere; a retry with the clientId too.
+  const fourth = fresh();
+  assertLimited(await start(a, fourth), "fourth room of a user");
+  assertLimited(await call(a, "message:send", { room: fourth, text: "again", clientId: `c-${fourth}` }));
+  assertLimited(await call(a, "room:create", { room: fresh() }), "room:create");
+  const seen = assertOk(await call(b, "room:join", { room: fourth }));
+  assert.deepEqual(seen.messages, [], "nothing stored in the refused room");
+  // Posting in rooms that exist costs no room quota, by anyone.
+  for (const r of mine) assertOk(await call(a, "message:send", { room: r, text: "more" }));
+  assertOk(await call(b, "room:join", { room: mine[0] }));
+  assertOk(await call(b, "message:send", { room: mine[0], text: "hi" }));
+  // Same address: b has its own 3, but the address has only 5 - 3 = 2 left.
+  assertOk(await start(b, fresh()));
+  assertOk(await start(b, fresh()));
+  assertLimited(await start(b, fresh()), "the address's sixth room");
 });

@@ -49,6 +49,7 @@ fn draft(room: &str, from: &str, text: &str) -> NewMessage {
         from: from.into(),
         text: text.into(),
         client_id: None,
+        create: true,
     }
 }
 
@@ -80,6 +81,7 @@ pub async fn publish_assigns_ids_and_latest_page(c: &dyn Cluster) {
             .broker
             .publish_message(NewMessage {
                 client_id: Some(format!("c{i}")),
+                create: true,
                 ..draft(&room, "alice", &format!("m{i}"))
             })
             .await
@@ -551,6 +553,7 @@ pub async fn client_id_makes_sends_idempotent(c: &dyn Cluster) {
         from: format!("{from} display"),
         text: text.into(),
         client_id: Some("retry-1".into()),
+        create: true,
     };
     let first = a
         .broker
@@ -582,6 +585,7 @@ pub async fn client_id_makes_sends_idempotent(c: &dyn Cluster) {
     // Without a client id nothing is deduplicated.
     let plain = NewMessage {
         client_id: None,
+        create: true,
         ..send("ann", "hello")
     };
     let p1 = a.broker.publish_message(plain.clone()).await.unwrap();
@@ -710,6 +714,7 @@ pub async fn client_id_is_scoped_to_the_room(c: &dyn Cluster) {
     let (r1, r2) = (unique("idem-a"), unique("idem-b"));
     let send = |room: &str| NewMessage {
         client_id: Some("same".into()),
+        create: true,
         ..draft(room, "ann", "hello")
     };
     let m1 = a.broker.publish_message(send(&r1)).await.unwrap();
@@ -724,6 +729,58 @@ pub async fn client_id_is_scoped_to_the_room(c: &dyn Cluster) {
         .await
         .unwrap();
     assert_eq!(h.items, vec![m2]);
+}
+
+/// A message without `create` reaches a room only once its history exists: to a
+/// room without history it is refused `NotCreated` with nothing stored or
+/// delivered (the gateway charges the room-creation quota, then publishes with
+/// `create`). An idempotent retry of a stored message is answered either way.
+pub async fn only_create_starts_a_room(c: &dyn Cluster) {
+    let mut a = c.node().await;
+    let room = unique("create");
+    a.broker
+        .subscribe(&Topic::Room(room.clone()))
+        .await
+        .unwrap();
+    let plain = |text: &str| NewMessage {
+        create: false,
+        client_id: Some(format!("c-{text}")),
+        ..draft(&room, "ann", text)
+    };
+    assert_eq!(
+        a.broker.publish_message(plain("first")).await,
+        Err(BackendError::NotCreated)
+    );
+    assert_quiet(&mut a.events).await;
+    let empty = a
+        .broker
+        .room_history(&room, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert!(empty.items.is_empty(), "nothing stored: {:?}", empty.items);
+    // The same message with `create` starts the room, and is stored once.
+    let first = a
+        .broker
+        .publish_message(NewMessage {
+            create: true,
+            ..plain("first")
+        })
+        .await
+        .unwrap();
+    assert!(matches!(recv(&mut a.events).await, BusEvent::Message(m) if m.id == first.id));
+    // From now on no `create` is needed; a retry is the original.
+    let second = a.broker.publish_message(plain("second")).await.unwrap();
+    assert!(second.id > first.id);
+    assert_eq!(
+        a.broker.publish_message(plain("first")).await.unwrap(),
+        first
+    );
+    let h = a
+        .broker
+        .room_history(&room, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(texts(&h.items), ["first", "second"]);
 }
 
 /// A display-name key is held by one user id at a time, across nodes, until its
@@ -865,6 +922,7 @@ pub async fn deletes_leave_tombstones(c: &dyn Cluster) {
     // A retry of a deleted message's client id returns its tombstone.
     let with_id = NewMessage {
         client_id: Some("del-retry".into()),
+        create: true,
         ..draft(&room, "ann", "secret")
     };
     let m3 = b.broker.publish_message(with_id.clone()).await.unwrap();
@@ -1109,6 +1167,8 @@ pub fn error_maps_to_wire_code() {
     assert_eq!(e.code, ErrorCode::Unavailable);
     let e: ChatError = BackendError::Internal("bug".into()).into();
     assert_eq!(e.code, ErrorCode::Internal);
+    let e: ChatError = BackendError::NotCreated.into();
+    assert_eq!(e.code, ErrorCode::Internal);
 }
 
 /// Expands to one `#[tokio::test]` per conformance check. `$make` is an expression
@@ -1129,6 +1189,7 @@ macro_rules! conformance_tests {
             client_id_makes_sends_idempotent,
             dm_unread_and_mark_read,
             client_id_is_scoped_to_the_room,
+            only_create_starts_a_room,
             names_are_claimed_by_one_user,
             shared_secret_first_proposal_wins,
             deletes_leave_tombstones,

@@ -311,6 +311,16 @@ impl Broker for MemoryNode {
                 return Ok(m);
             }
         }
+        if !draft.create {
+            let cutoff = self.hub.age_cutoff();
+            let kept = logs
+                .rooms
+                .get_mut(&draft.room)
+                .is_some_and(|l| !cutoff.is_some_and(|c| l.expire(c)));
+            if !kept {
+                return Err(BackendError::NotCreated);
+            }
+        }
         let log = logs
             .rooms
             .entry(draft.room.clone())

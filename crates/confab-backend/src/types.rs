@@ -16,6 +16,11 @@ pub struct NewMessage {
     pub from: String,
     pub text: String,
     pub client_id: Option<String>,
+    /// Whether this message may start the room's history. With `false`, a room
+    /// without history (never used, or expired) is refused
+    /// [`BackendError::NotCreated`] and nothing is stored: the gateway charges the
+    /// room-creation quota and publishes again with `true`.
+    pub create: bool,
 }
 
 /// A DM before the backend assigned its id and timestamp.
@@ -186,6 +191,9 @@ pub enum BackendError {
     Unavailable(String),
     #[error("backend error: {0}")]
     Internal(String),
+    /// A message without `create` to a room that has no history.
+    #[error("the room has no history yet")]
+    NotCreated,
 }
 
 impl From<BackendError> for ChatError {
@@ -193,6 +201,7 @@ impl From<BackendError> for ChatError {
         match e {
             BackendError::Unavailable(m) => ChatError::unavailable(m),
             BackendError::Internal(m) => ChatError::internal(m),
+            BackendError::NotCreated => ChatError::internal("room not created".to_owned()),
         }
     }
 }

@@ -44,6 +44,7 @@ async fn retention_drops_oldest_and_marks_truncated() {
                 from: "a".into(),
                 text: format!("{i}"),
                 client_id: None,
+                create: true,
             })
             .await
             .unwrap()
@@ -99,6 +100,7 @@ async fn history_ages_out() {
         from: "a".into(),
         text: text.into(),
         client_id: None,
+        create: true,
     };
     n.publish_message(draft("busy", "old")).await.unwrap();
     n.publish_message(draft("idle", "old")).await.unwrap();

@@ -154,6 +154,7 @@ fn draft(room: &str, text: &str) -> NewMessage {
         from: "pat".into(),
         text: text.into(),
         client_id: None,
+        create: true,
     }
 }
 

@@ -322,17 +322,27 @@ pub async fn send_message(ctx: &Ctx, req: SendMessage) -> Result<SentAck<Message
     admit(ctx)?;
     crate::quota::take_for(ctx, crate::quota::Class::Message).await?;
     let room = req.room.clone();
-    let message = ctx
-        .shared
-        .broker
-        .publish_message(NewMessage {
-            room: req.room,
-            from_id: ctx.session.id().to_owned(),
-            from: ctx.session.name().to_owned(),
-            text: req.text,
-            client_id: req.client_id,
-        })
-        .await?;
+    let draft = NewMessage {
+        room: req.room,
+        from_id: ctx.session.id().to_owned(),
+        from: ctx.session.name().to_owned(),
+        text: req.text,
+        client_id: req.client_id,
+        create: false,
+    };
+    let broker = &ctx.shared.broker;
+    // The first message of a room without history starts it: charged once, here.
+    let message = match broker.publish_message(draft.clone()).await {
+        Err(confab_backend::BackendError::NotCreated) => {
+            crate::permissions::start_room(ctx, &room).await?;
+            let draft = NewMessage {
+                create: true,
+                ..draft
+            };
+            broker.publish_message(draft).await?
+        }
+        other => other?,
+    };
     crate::metrics::published("room");
     // Sending ends typing, as in every chat UI.
     typing::stop(&ctx.shared, &ctx.session, &room).await;

@@ -45,6 +45,10 @@ pub struct GatewayConfig {
     pub protocol_errors_burst: f64,
     /// Cluster-wide rate limits per user and per client IP.
     pub quotas: crate::quota::Quotas,
+    /// Who may start a room (`room:create`, or the first message of a room
+    /// without history): `None` anyone, else holders of this role (`moderator`
+    /// includes admins).
+    pub room_create_role: Option<String>,
     /// Proxies whose `X-Forwarded-For` names the client (default: loopback, where
     /// the shipped nginx runs).
     pub trusted_proxies: Vec<std::net::IpAddr>,
@@ -88,6 +92,7 @@ impl Default for GatewayConfig {
             allowed_origins: Vec::new(),
             internal_bind: None,
             quotas: Default::default(),
+            room_create_role: None,
             protocol_errors_burst: 20.0,
             trusted_proxies: vec![
                 std::net::IpAddr::from([127, 0, 0, 1]),

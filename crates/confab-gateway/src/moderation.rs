@@ -98,7 +98,12 @@ async fn signal(
 /// already in use (created, or with members or history) cannot be taken over.
 pub async fn create_room(ctx: &Ctx, req: CreateRoom) -> Result<RoomCreated, ChatError> {
     let sh = &ctx.shared;
-    crate::quota::take_for(ctx, crate::quota::Class::Join).await?;
+    crate::permissions::check_create(
+        &ctx.session,
+        sh.config.room_create_role.as_deref(),
+        &req.room,
+    )?;
+    crate::quota::take_for(ctx, crate::quota::Class::Room).await?;
     let taken = || forbidden(format!("room `{}` already exists", req.room));
     if meta(ctx, &req.room).await?.is_some() {
         return Err(taken());

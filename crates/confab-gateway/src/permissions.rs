@@ -111,6 +111,41 @@ pub fn may_moderate(session: &Session, meta: Option<&RoomMeta>) -> bool {
     session.is_moderator() || meta.is_some_and(|m| m.owner == session.user.id)
 }
 
+/// Refuse starting room `room` to a session without `--room-create-role`
+/// (`moderator` is also satisfied by `admin`).
+pub fn check_create(session: &Session, role: Option<&str>, room: &str) -> Result<(), ChatError> {
+    let allowed = match role {
+        None => true,
+        Some("moderator") => session.is_moderator(),
+        Some(r) => session.has_role(r),
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(ChatError::new(
+        ErrorCode::Forbidden,
+        format!(
+            "room `{room}` does not exist yet, and only {}s start rooms on this server",
+            role.unwrap_or_default()
+        ),
+    ))
+}
+
+/// Charge the start of room `room` (no history yet): a room made by
+/// `room:create` was charged then; any other needs `--room-create-role` and
+/// counts against the room-creation quota.
+pub async fn start_room(ctx: &Ctx, room: &str) -> Result<(), ChatError> {
+    if meta(ctx, room).await?.is_some() {
+        return Ok(());
+    }
+    check_create(
+        &ctx.session,
+        ctx.shared.config.room_create_role.as_deref(),
+        room,
+    )?;
+    crate::quota::take_for(ctx, crate::quota::Class::Room).await
+}
+
 /// Refuse a post the session may not make in `room` (read-only, muted). Local
 /// state only: no backend round trip on the send path.
 pub fn check_post(session: &Session, room: &str, now_ms: u64) -> Result<(), ChatError> {

@@ -1,5 +1,5 @@
-//! Cluster-wide rate limits per user and per client IP: messages, joins and
-//! connections. Opening more connections does not multiply a user's quota, and
+//! Cluster-wide rate limits per user and per client IP: messages, joins, new
+//! rooms and connections. Opening more connections does not multiply a user's quota, and
 //! spreading them over gateways does not either: the buckets live in the backend
 //! (GCRA, [`confab_backend::Access::rate_take`]).
 //!
@@ -74,6 +74,11 @@ pub struct Quotas {
     pub messages_per_ip: Rate,
     /// `room:join` of a room not joined yet and `room:create`, per user.
     pub joins_per_user: Rate,
+    /// Rooms started (`room:create`, or the first message of a room without
+    /// history), per user.
+    pub rooms_per_user: Rate,
+    /// The same, per client IP.
+    pub rooms_per_ip: Rate,
     /// Handshakes, per user.
     pub connects_per_user: Rate,
     /// Handshakes, per client IP.
@@ -95,6 +100,17 @@ impl Default for Quotas {
                 per_sec: 5.0,
                 burst: 20.0,
             },
+            // 72 an hour, 10 at once: each room keeps its history (≈ 5 KB in
+            // Redis for a one-message room) until `--history-max-age`.
+            rooms_per_user: Rate {
+                per_sec: 0.02,
+                burst: 10.0,
+            },
+            // 360 an hour, 30 at once.
+            rooms_per_ip: Rate {
+                per_sec: 0.1,
+                burst: 30.0,
+            },
             connects_per_user: Rate {
                 per_sec: 5.0,
                 burst: 20.0,
@@ -112,6 +128,7 @@ impl Default for Quotas {
 pub enum Class {
     Message,
     Join,
+    Room,
     Connect,
 }
 
@@ -120,6 +137,7 @@ impl Class {
         match self {
             Class::Message => "msg",
             Class::Join => "join",
+            Class::Room => "room",
             Class::Connect => "conn",
         }
     }
@@ -128,6 +146,7 @@ impl Class {
         match self {
             Class::Message => "messages",
             Class::Join => "room joins",
+            Class::Room => "new rooms",
             Class::Connect => "connections",
         }
     }
@@ -177,6 +196,7 @@ pub fn buckets(q: &Quotas, class: Class, user: &str, ip: Option<IpAddr>) -> Vec<
     let (per_user, per_ip) = match class {
         Class::Message => (q.messages_per_user, q.messages_per_ip),
         Class::Join => (q.joins_per_user, Rate::OFF),
+        Class::Room => (q.rooms_per_user, q.rooms_per_ip),
         Class::Connect => (q.connects_per_user, q.connects_per_ip),
     };
     let mut out = Vec::with_capacity(2);
@@ -251,6 +271,7 @@ mod tests {
         };
         assert_eq!(keys(Class::Message), ["msg:u:u1", "msg:ip:192.0.2.7"]);
         assert_eq!(keys(Class::Join), ["join:u:u1"]);
+        assert_eq!(keys(Class::Room), ["room:u:u1", "room:ip:192.0.2.7"]);
         assert_eq!(keys(Class::Connect), ["conn:u:u1", "conn:ip:192.0.2.7"]);
         let off = Quotas {
             messages_per_ip: Rate::OFF,
@@ -265,6 +286,8 @@ mod tests {
         let r: Rate = "10/30".parse().unwrap();
         assert_eq!((r.per_sec, r.burst), (10.0, 30.0));
         assert_eq!(r.to_string(), "10/30");
+        let slow: Rate = "0.02/10".parse().unwrap();
+        assert_eq!(slow.to_string(), "0.02/10");
         assert!("off".parse::<Rate>().unwrap().is_off());
         assert!("0".parse::<Rate>().unwrap().is_off());
         for bad in ["10", "x/1", "1/0", "-1/5", "1/inf", ""] {

@@ -295,9 +295,22 @@ struct ServeArgs {
     /// Messages per client IP across the cluster: RATE/BURST, or `off`.
     #[arg(long, env = "CONFAB_QUOTA_MESSAGES_PER_IP", default_value_t = gw().quotas.messages_per_ip)]
     quota_messages_per_ip: confab_gateway::quota::Rate,
-    /// Room joins and creations per user across the cluster: RATE/BURST, or `off`.
+    /// Joins of rooms not joined yet per user across the cluster: RATE/BURST, or `off`.
     #[arg(long, env = "CONFAB_QUOTA_JOINS_PER_USER", default_value_t = gw().quotas.joins_per_user)]
     quota_joins_per_user: confab_gateway::quota::Rate,
+    /// Rooms started (room:create, or the first message of a room without history)
+    /// per user across the cluster: RATE/BURST per second (0.02/10 = 72 an hour,
+    /// 10 at once), or `off`.
+    #[arg(long, env = "CONFAB_QUOTA_ROOMS_PER_USER", default_value_t = gw().quotas.rooms_per_user)]
+    quota_rooms_per_user: confab_gateway::quota::Rate,
+    /// Rooms started per client IP across the cluster: RATE/BURST, or `off`.
+    #[arg(long, env = "CONFAB_QUOTA_ROOMS_PER_IP", default_value_t = gw().quotas.rooms_per_ip)]
+    quota_rooms_per_ip: confab_gateway::quota::Rate,
+    /// Who may start rooms: `any` user, or only holders of a role (`moderator`,
+    /// which admins also satisfy, or `admin`).
+    #[arg(long, env = "CONFAB_ROOM_CREATE_ROLE", default_value = "any",
+          value_parser = ["any", "moderator", "admin"])]
+    room_create_role: String,
     /// Handshakes per user across the cluster: RATE/BURST, or `off`.
     #[arg(long, env = "CONFAB_QUOTA_CONNECTS_PER_USER", default_value_t = gw().quotas.connects_per_user)]
     quota_connects_per_user: confab_gateway::quota::Rate,
@@ -390,9 +403,13 @@ impl ServeArgs {
                 messages_per_user: self.quota_messages_per_user,
                 messages_per_ip: self.quota_messages_per_ip,
                 joins_per_user: self.quota_joins_per_user,
+                rooms_per_user: self.quota_rooms_per_user,
+                rooms_per_ip: self.quota_rooms_per_ip,
                 connects_per_user: self.quota_connects_per_user,
                 connects_per_ip: self.quota_connects_per_ip,
             },
+            room_create_role: (self.room_create_role != "any")
+                .then(|| self.room_create_role.clone()),
             trusted_proxies: self.trusted_proxies.clone(),
             max_connections_per_ip: self.max_connections_per_ip,
             max_connections_per_user: self.max_connections_per_user,

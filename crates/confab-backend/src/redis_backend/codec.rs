@@ -270,14 +270,17 @@ pub(crate) enum Published {
     New(Value),
     /// The client id was already used: the stored record of the original.
     Duplicate(Vec<u8>),
+    /// The room has no stream and the message may not start one.
+    NotCreated,
 }
 
-/// Parse `{1, id}` / `{0, record}` from the publish scripts.
+/// Parse `{1, id}` / `{0, record}` / `{2}` from the publish scripts.
 pub(crate) fn publish_reply(v: Value) -> Result<Published, BackendError> {
     let mut parts = as_array(v, "publish reply")?.into_iter();
     match (parts.next(), parts.next()) {
         (Some(Value::Int(1)), Some(id)) => Ok(Published::New(id)),
         (Some(Value::Int(0)), Some(Value::BulkString(rec))) => Ok(Published::Duplicate(rec)),
+        (Some(Value::Int(2)), None) => Ok(Published::NotCreated),
         (a, b) => Err(BackendError::Internal(format!(
             "unexpected publish reply: {a:?} {b:?}"
         ))),

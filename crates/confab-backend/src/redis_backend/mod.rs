@@ -503,6 +503,7 @@ impl RedisNode {
             BackendError::Internal(m) => {
                 BackendError::Internal(RedisNode::scrub_secrets(m, &secrets))
             }
+            BackendError::NotCreated => BackendError::NotCreated,
         };
         let bad_url = |e: redis::RedisError| {
             scrub(BackendError::Internal(format!(
@@ -733,6 +734,7 @@ impl Broker for RedisNode {
             from,
             text,
             client_id,
+            create,
         } = draft;
         let idem = match &client_id {
             Some(c) => s.keys.idempotency(&from_id, &format!("room:{room}"), c),
@@ -753,11 +755,13 @@ impl Broker for RedisNode {
             .arg(s.keys.room_channel(&room))
             .arg(s.idempotency_secs())
             .arg(&room)
-            .arg(s.max_age_ms());
+            .arg(s.max_age_ms())
+            .arg(if create { "1" } else { "0" });
         let reply: Value = s.invoke(&inv).await?;
         match codec::publish_reply(reply)? {
             codec::Published::New(id) => Ok(stored.into_message(&room, as_id(&id, "message id")?)),
             codec::Published::Duplicate(prev) => codec::original_message(&prev),
+            codec::Published::NotCreated => Err(BackendError::NotCreated),
         }
     }
 
@@ -793,6 +797,9 @@ impl Broker for RedisNode {
         match codec::publish_reply(reply)? {
             codec::Published::New(id) => Ok(stored.into_dm(as_id(&id, "dm id")?)),
             codec::Published::Duplicate(prev) => codec::original_dm(&prev),
+            codec::Published::NotCreated => Err(BackendError::Internal(
+                "unexpected publish reply {2} for a DM".into(),
+            )),
         }
     }
 

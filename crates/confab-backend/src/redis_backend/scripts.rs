@@ -15,9 +15,11 @@ use std::sync::LazyLock;
 /// `ARGV[1]` retention (MAXLEN ~), `ARGV[2]` msgpack body, `ARGV[3]` room channel,
 /// `ARGV[4]` idempotency window in seconds, `ARGV[5]` room, `ARGV[6]` the history's
 /// maximum age in ms (`0`: none; older entries are trimmed and an idle stream
-/// expires after it). Returns `{1, id}` for a new
-/// message, or `{0, '<id>|<room>|<body>'}`: the original, not stored or published
-/// again. The frame is `'M' <id> ' ' <body>`; Redis runs scripts one at a time, so
+/// expires after it), `ARGV[7]` `1` if the message may start the room's stream.
+/// Returns `{1, id}` for a new
+/// message, `{0, '<id>|<room>|<body>'}`: the original, not stored or published
+/// again, or `{2}` when the stream does not exist and `ARGV[7]` is `0` (nothing
+/// stored). The frame is `'M' <id> ' ' <body>`; Redis runs scripts one at a time, so
 /// the pub/sub order of a room is its stream order and nothing is published that
 /// was not stored.
 pub(crate) static PUBLISH_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
@@ -26,6 +28,9 @@ pub(crate) static PUBLISH_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
 if KEYS[2] ~= '' then
   local prev = redis.call('GET', KEYS[2])
   if prev then return {0, prev} end
+end
+if ARGV[7] == '0' and redis.call('EXISTS', KEYS[1]) == 0 then
+  return {2}
 end
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'b', ARGV[2])
 local age = tonumber(ARGV[6])

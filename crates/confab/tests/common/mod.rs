@@ -45,6 +45,8 @@ impl Server {
             .env("CONFAB_QUOTA_MESSAGES_PER_USER", "off")
             .env("CONFAB_QUOTA_MESSAGES_PER_IP", "off")
             .env("CONFAB_QUOTA_JOINS_PER_USER", "off")
+            .env("CONFAB_QUOTA_ROOMS_PER_USER", "off")
+            .env("CONFAB_QUOTA_ROOMS_PER_IP", "off")
             .env("CONFAB_QUOTA_CONNECTS_PER_USER", "off")
             .env("CONFAB_QUOTA_CONNECTS_PER_IP", "off")
             .env("CONFAB_MAX_CONNECTIONS_PER_IP", "0")
