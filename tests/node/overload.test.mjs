@@ -2,7 +2,8 @@
 // dispatcher fall behind; past --overload-lag-ms the server answers new messages
 // `overloaded` without storing them. What it accepted reaches every member exactly
 // once, nothing it refused shows up anywhere, and it takes messages again once it has
-// caught up.
+// caught up. The heaviest sender is refused first: a light sender's messages go
+// through while one user floods.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { Harness, call, uname, uroom, join, assertOk, assertError, sleep } from "./lib.mjs";
@@ -91,4 +92,52 @@ test("past --overload-lag-ms new messages are refused with `overloaded`, unstore
   assert.equal(Number(line.split(" ").at(-1)), refused.length);
   assert.match(metrics, /^confab_dispatch_lag_seconds /m);
   console.log(`# overload: ${acks.length} sent in a burst, ${accepted.length} accepted, ${refused.length} refused (overloaded), each of ${MEMBERS} members got all accepted`);
+});
+
+test("under overload the heaviest sender is shed first: a light sender's messages still go through", { timeout: 120000 }, async () => {
+  const room = uroom("shed");
+  const MEMBERS = 100;
+  const SOCKETS = 20; // one flooding user on many sockets: its heat is per user
+  const WINDOW = 10; // sends in flight per flooding socket
+  const MAX_EACH = 400; // bound per flooding socket
+  const LIGHT = 15;
+  const PAD = "x".repeat(3000);
+  for (let i = 0; i < MEMBERS; i++) {
+    const s = await h.connect(uname("m"), { transports: ["websocket"] });
+    await join(s, room);
+  }
+  const flooderName = uname("flood");
+  const flooder = [];
+  for (let i = 0; i < SOCKETS; i++) {
+    const s = await h.connect(flooderName, { transports: ["websocket"] });
+    await join(s, room);
+    flooder.push(s);
+  }
+  const light = await h.connect(uname("light"), { transports: ["websocket"] });
+  await join(light, room);
+
+  // The flooder keeps WINDOW sends in flight on every socket until the light
+  // sender is done.
+  let flooding = true;
+  const floodAcks = [];
+  const pump = async (s, j) => {
+    for (let k = 0; k < MAX_EACH && flooding; k++) {
+      floodAcks.push(await call(s, "message:send", { room, text: `flood ${j}:${k} ${PAD}` }, 60000));
+    }
+  };
+  const flood = Promise.all(flooder.flatMap((s, j) => Array.from({ length: WINDOW }, () => pump(s, j))));
+  await sleep(300); // the flood is under way
+  const lightAcks = [];
+  for (let i = 0; i < LIGHT; i++) {
+    lightAcks.push(await call(light, "message:send", { room, text: `light ${i}` }, 60000));
+    await sleep(100);
+  }
+  flooding = false;
+  await flood;
+  const floodRefused = floodAcks.filter((a) => !a.ok);
+  const lightRefused = lightAcks.filter((a) => !a.ok);
+  for (const a of [...floodRefused, ...lightRefused]) assertError(a, "overloaded");
+  console.log(`# shedding: flooder ${floodAcks.length - floodRefused.length}/${floodAcks.length} accepted; light sender ${lightAcks.length - lightRefused.length}/${lightAcks.length} accepted`);
+  assert.ok(floodRefused.length > 0, `the flood never tripped --overload-lag-ms ${LAG_MS}: ${floodAcks.length} accepted`);
+  assert.equal(lightRefused.length, 0, `the light sender was refused: ${JSON.stringify(lightRefused[0])}`);
 });

@@ -313,7 +313,8 @@ pub async fn list_rooms(ctx: &Ctx, _: ListRooms) -> Result<RoomListAck, ChatErro
 /// Refuse a new message while this gateway is too far behind (before storing it).
 fn admit(ctx: &Ctx) -> Result<(), ChatError> {
     let sh = &ctx.shared;
-    crate::overload::admit(sh.dispatch_lag.get(), sh.config.overload_lag)
+    let heat = sh.sender_heat.bump(ctx.session.id());
+    crate::overload::admit(sh.dispatch_lag.get(), sh.config.overload_lag, heat)
 }
 
 pub async fn send_message(ctx: &Ctx, req: SendMessage) -> Result<SentAck<Message>, ChatError> {

@@ -80,6 +80,7 @@ impl Gateway {
             shutdown: CancellationToken::new(),
             metrics,
             dispatch_lag: Default::default(),
+            sender_heat: Default::default(),
             tasks: Default::default(),
         });
         let allowed = shared.config.allowed_origins.clone();

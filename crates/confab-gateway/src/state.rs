@@ -45,6 +45,8 @@ pub struct Shared {
     pub sessions: AtomicUsize,
     /// How far behind the dispatcher is (read by the overload admission).
     pub dispatch_lag: Arc<crate::overload::DispatchLag>,
+    /// Recent send attempts per user (who is shed first under overload).
+    pub sender_heat: crate::overload::SenderHeat,
     /// Every task spawned on behalf of a socket (request queues and their clean-up,
     /// typing expiry, the session push): shutdown waits for them.
     pub tasks: tokio_util::task::TaskTracker,
