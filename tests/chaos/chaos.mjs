@@ -20,15 +20,10 @@
 import { readFileSync, rmSync } from "node:fs";
 import path from "node:path";
 import { io } from "socket.io-client";
-import { startRedis, startGateway, startNginx, redisCli, stopAll } from "../support/cluster.mjs";
+import { startRedis, startGateway, startNginx, redisCli, stopAll, cmpId } from "../support/cluster.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const tally = (list) => list.reduce((t, x) => ({ ...t, [x]: (t[x] ?? 0) + 1 }), {});
-const cmpId = (a, b) => {
-  const [am, as] = a.split("-").map(Number);
-  const [bm, bs] = b.split("-").map(Number);
-  return am - bm || as - bs;
-};
 
 /** One simulated user: a socket.io-client through nginx, resuming and retrying. */
 class User {

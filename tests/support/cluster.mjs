@@ -12,6 +12,13 @@ import { confabBin, testEnv } from "./server.mjs";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** Order of two message ids "<ms>-<seq>" (docs/protocol.md: compare as integer pairs). */
+export function cmpId(a, b) {
+  const [am, as] = a.split("-").map(Number);
+  const [bm, bs] = b.split("-").map(Number);
+  return am - bm || as - bs;
+}
+
 /** A free TCP port on 127.0.0.1 (bind port 0, read it, close). */
 export function freePort() {
   return new Promise((resolve, reject) => {
