@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: chaos test-chaos loadtest loadtest-smoke bench-smoke run build test test-rust test-node test-node-redis test-python test-cluster test-browser lint fmt bench cluster check-deploy clean
+.PHONY: chaos test-chaos soak test-soak loadtest loadtest-smoke bench-smoke run build test test-rust test-node test-node-redis test-python test-cluster test-browser lint fmt bench cluster check-deploy clean
 
 ## Run the server with the embedded backend and the web UI on http://$(BIND)/
 run:
@@ -20,7 +20,7 @@ build:
 ## Every test: Rust unit/conformance/integration, socket.io-client suite, browser test
 test: build
 	scripts/deps.sh test
-	$(MAKE) check-deploy test-rust test-node test-node-redis test-python test-cluster test-chaos loadtest-smoke bench-smoke test-browser
+	$(MAKE) check-deploy test-rust test-node test-node-redis test-python test-cluster test-chaos test-soak loadtest-smoke bench-smoke test-browser
 
 test-rust:
 	$(CARGO) test --workspace
@@ -66,6 +66,15 @@ test-chaos:
 ## Long chaos run (300 clients, 5 minutes); its last result is in docs/performance.md
 chaos: build
 	ulimit -n $$(ulimit -Hn) && node tests/chaos/chaos.mjs --clients 300 --seconds 300
+
+## Short soak (2 minutes: 60 users chatting, switching rooms, DMs, reconnects on 3 gateways + Redis + nginx; 0 lost, memory flat)
+test-soak:
+	node --test tests/soak/
+
+## Long soak (30 minutes, the same users and checks, release build); its last result is in docs/performance.md
+soak:
+	$(CARGO) build --release -p confab
+	ulimit -n $$(ulimit -Hn) && CONFAB_BIN=$${CONFAB_BIN:-$${CARGO_TARGET_DIR:-target}/release/confab} node tests/soak/soak.mjs --minutes 30
 
 ## Artillery smoke (own server, ~10 virtual users; fails on any error ack)
 loadtest-smoke:
