@@ -19,11 +19,13 @@ import {
 } from "./lib.mjs";
 
 const h = new Harness(FAST);
+// Users offline for a second are forgotten (the janitor looks every 200 ms).
+const idle = new Harness([...FAST, "--idle-user-ttl", "1s", "--janitor-interval-ms", "200"]);
 let an, bn, cn, a1, a2, b1, b2, c;
 const inbox = new Map();
 
 before(async () => {
-  await h.start();
+  await Promise.all([h.start(), idle.start()]);
   an = uname("da");
   bn = uname("db");
   cn = uname("dc");
@@ -35,7 +37,7 @@ before(async () => {
   for (const s of [a1, a2, b1, b2, c]) inbox.set(s, collect(s, "dm:new"));
 });
 after(async () => {
-  await h.stop();
+  await Promise.all([h.stop(), idle.stop()]);
 });
 
 const sentAB = [];
@@ -169,4 +171,30 @@ test("dm:send with an NFC-equivalent recipient id reaches the user", T, async ()
   const ack = assertOk(await call(a1, "dm:send", { to: decomposed, text: "hola" }));
   assert.equal(ack.message.to, nfc);
   assert.deepEqual(await got, ack.message);
+});
+
+test("--idle-user-ttl: a user offline that long is forgotten with their unread DMs; online users stay; history stays; coming back makes them known", T, async () => {
+  const [goneName, stayName, senderName] = [uname("gone"), uname("stay"), uname("send")];
+  const gone = await idle.connect(goneName);
+  const stay = await idle.connect(stayName);
+  const sender = await idle.connect(senderName);
+  await idle.close(gone);
+  const kept = assertOk(await call(sender, "dm:send", { to: goneName, text: "while you were out" }));
+  // Bounded wait for the janitor: DMs to the forgotten user are refused.
+  let ack;
+  for (let i = 0; i < 40; i++) {
+    await sleep(250);
+    ack = await call(sender, "dm:send", { to: goneName, text: "still there?" });
+    if (!ack.ok) break;
+  }
+  assertError(ack, "user_not_found");
+  // Online users are never forgotten, however long ago they connected.
+  assert.ok(stay.connected);
+  assertOk(await call(sender, "dm:send", { to: stayName, text: "hi" }));
+  // Back: known again, nothing counted unread, the conversation still in history.
+  const back = await idle.connect(goneName);
+  assert.deepEqual(back.session.unread, {});
+  const hist = assertOk(await call(back, "dm:history", { with: senderName }));
+  assert.ok(hist.messages.some((m) => m.id === kept.message.id), JSON.stringify(hist.messages));
+  assertOk(await call(sender, "dm:send", { to: goneName, text: "welcome back" }));
 });

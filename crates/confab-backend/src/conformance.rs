@@ -783,6 +783,98 @@ pub async fn only_create_starts_a_room(c: &dyn Cluster) {
     assert_eq!(texts(&h.items), ["first", "second"]);
 }
 
+/// Users offline and not seen for the idle time leave the directory with their
+/// unread DMs (the DMs stay in history); online ones stay, however long ago they
+/// connected; a pruned user who comes back is known again. At most `limit` go
+/// per call.
+pub async fn idle_users_are_pruned(c: &dyn Cluster) {
+    let a = c.node().await;
+    let b = c.node().await;
+    let (gone, online, sender) = (unique("idle"), unique("online"), unique("sender"));
+    for u in [&gone, &online, &sender] {
+        a.presence.connect(u, "name").await.unwrap();
+    }
+    a.broker
+        .publish_dm(NewDm {
+            from_id: sender.clone(),
+            from: "sender".into(),
+            to: gone.clone(),
+            text: "while you were out".into(),
+            client_id: None,
+        })
+        .await
+        .unwrap();
+    a.presence.disconnect(&gone).await.unwrap();
+    a.presence.disconnect(&sender).await.unwrap();
+    assert_eq!(
+        b.broker.dm_unread(&gone).await.unwrap(),
+        vec![(sender.clone(), 1)]
+    );
+    let hour = Duration::from_secs(3600);
+    assert_eq!(b.presence.prune_idle_users(hour, 100).await.unwrap(), 0);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let idle = Duration::from_millis(30);
+    assert_eq!(b.presence.prune_idle_users(idle, 1).await.unwrap(), 1);
+    assert_eq!(b.presence.prune_idle_users(idle, 100).await.unwrap(), 1);
+    assert_eq!(b.presence.prune_idle_users(idle, 100).await.unwrap(), 0);
+    assert!(!b.presence.is_known(&gone).await.unwrap());
+    assert!(!b.presence.is_known(&sender).await.unwrap());
+    assert!(
+        b.presence.is_known(&online).await.unwrap(),
+        "online users stay"
+    );
+    assert!(b.broker.dm_unread(&gone).await.unwrap().is_empty());
+    let kept = b
+        .broker
+        .dm_history(&sender, &gone, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(kept.items.len(), 1, "the conversation stays in history");
+    a.presence.connect(&gone, "name").await.unwrap();
+    assert!(b.presence.is_known(&gone).await.unwrap());
+}
+
+/// For a cluster whose history keeps 300 ms (`history_max_age`): a DM to a user
+/// drops the user's unread entries from that sender that history no longer
+/// holds, so unread counts never count what cannot be read.
+pub async fn unread_follows_aged_history(c: &dyn Cluster) {
+    let n = c.node().await;
+    let (to, from) = (unique("reader"), unique("writer"));
+    let dm = |text: &str| NewDm {
+        from_id: from.clone(),
+        from: "writer".into(),
+        to: to.clone(),
+        text: text.into(),
+        client_id: None,
+    };
+    n.broker.publish_dm(dm("old 1")).await.unwrap();
+    n.broker.publish_dm(dm("old 2")).await.unwrap();
+    assert_eq!(
+        n.broker.dm_unread(&to).await.unwrap(),
+        vec![(from.clone(), 2)]
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let new = n.broker.publish_dm(dm("new")).await.unwrap();
+    assert_eq!(
+        n.broker.dm_unread(&to).await.unwrap(),
+        vec![(from.clone(), 1)]
+    );
+    let h = n
+        .broker
+        .dm_history(&from, &to, HistoryQuery::Latest { limit: 10 })
+        .await
+        .unwrap();
+    assert_eq!(h.items, vec![new.clone()]);
+    assert_eq!(n.broker.dm_mark_read(&to, &from, new.id).await.unwrap(), 0);
+    assert!(n
+        .broker
+        .dm_unread(&to)
+        .await
+        .unwrap()
+        .iter()
+        .all(|(_, c)| *c == 0));
+}
+
 /// A display-name key is held by one user id at a time, across nodes, until its
 /// hold ends; the holder renews it.
 pub async fn names_are_claimed_by_one_user(c: &dyn Cluster) {
@@ -1190,6 +1282,7 @@ macro_rules! conformance_tests {
             dm_unread_and_mark_read,
             client_id_is_scoped_to_the_room,
             only_create_starts_a_room,
+            idle_users_are_pruned,
             names_are_claimed_by_one_user,
             shared_secret_first_proposal_wins,
             deletes_leave_tombstones,

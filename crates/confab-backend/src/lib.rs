@@ -124,8 +124,17 @@ pub trait Presence: Send + Sync + 'static {
     async fn online_users(&self, limit: usize) -> Result<(Vec<UserEntry>, u64), BackendError>;
     /// Connections of `user` anywhere (0 = offline).
     async fn connections(&self, user: &str) -> Result<u64, BackendError>;
-    /// Whether `user` ever connected (a known user can receive DMs while offline).
+    /// Whether `user` connected and was not pruned as idle since (a known user can
+    /// receive DMs while offline).
     async fn is_known(&self, user: &str) -> Result<bool, BackendError>;
+    /// Forget up to `limit` users offline and not seen (connected or disconnected)
+    /// for `idle`: they leave the user directory with their unread DMs (their
+    /// roles, sanctions and room memberships stay). Returns how many went.
+    async fn prune_idle_users(
+        &self,
+        idle: std::time::Duration,
+        limit: usize,
+    ) -> Result<u64, BackendError>;
     /// Rooms with members, most members first, at most `limit`.
     async fn rooms(&self, limit: usize) -> Result<Vec<RoomEntry>, BackendError>;
     /// Members count of each given room (0 for rooms without members).

@@ -83,6 +83,11 @@ impl<T: Entry> Log<T> {
         self.items.is_empty()
     }
 
+    /// The oldest entry's id, if any is kept.
+    pub fn first_id(&self) -> Option<MessageId> {
+        self.items.front().map(|m| m.id())
+    }
+
     /// The entry with id `id`, if kept.
     pub fn get(&self, id: MessageId) -> Option<&T> {
         let i = self.items.partition_point(|m| m.id() < id);
@@ -201,8 +206,11 @@ impl Logs {
 
 #[derive(Default)]
 struct PresenceState {
-    /// Every user id that ever connected, with its latest display name.
+    /// Every user id that connected (until pruned as idle), with its latest
+    /// display name.
     known: HashMap<String, String>,
+    /// When each known user was last seen (connected or disconnected), in ms.
+    seen: HashMap<String, u64>,
     online: BTreeMap<String, u64>,
     rooms: HashMap<String, BTreeMap<String, u64>>,
     /// Name key → (holder id, hold expiry).
@@ -382,19 +390,24 @@ impl Broker for MemoryNode {
         if let Some(age) = self.hub.config.history_max_age {
             log.expire(ts.saturating_sub(age.as_millis() as u64));
         }
+        // Unread entries of DMs history no longer holds (retention, age) go.
+        let first = log.first_id().unwrap_or(dm.id);
         if dm.from_id != dm.to {
-            *logs
-                .unread
+            let ids = logs
+                .inbox
                 .entry(dm.to.clone())
                 .or_default()
                 .entry(dm.from_id.clone())
-                .or_insert(0) += 1;
-            logs.inbox
+                .or_default();
+            ids.insert(dm.id);
+            if ids.first().is_some_and(|f| *f < first) {
+                *ids = ids.split_off(&first);
+            }
+            let n = ids.len() as u64;
+            logs.unread
                 .entry(dm.to.clone())
                 .or_default()
-                .entry(dm.from_id.clone())
-                .or_default()
-                .insert(dm.id);
+                .insert(dm.from_id.clone(), n);
         }
         if let Some(k) = idem_key {
             let window = self.hub.config.idempotency_window;
@@ -637,6 +650,7 @@ impl Presence for MemoryNode {
         if p.known.get(user).is_none_or(|n| n != name) {
             p.known.insert(user.to_owned(), name.to_owned());
         }
+        p.seen.insert(user.to_owned(), now_ms());
         Ok(incr(&mut p.online, user))
     }
 
@@ -645,7 +659,37 @@ impl Presence for MemoryNode {
     }
 
     async fn disconnect(&self, user: &str) -> Result<u64, BackendError> {
-        Ok(decr(&mut self.hub.presence.lock().online, user))
+        let mut p = self.hub.presence.lock();
+        if let Some(t) = p.seen.get_mut(user) {
+            *t = now_ms();
+        }
+        Ok(decr(&mut p.online, user))
+    }
+
+    async fn prune_idle_users(&self, idle: Duration, limit: usize) -> Result<u64, BackendError> {
+        let cutoff = now_ms().saturating_sub(idle.as_millis() as u64);
+        let gone: Vec<String> = {
+            let mut p = self.hub.presence.lock();
+            let p = &mut *p;
+            let idle: Vec<String> = p
+                .seen
+                .iter()
+                .filter(|(u, t)| **t < cutoff && !p.online.contains_key(*u))
+                .map(|(u, _)| u.clone())
+                .take(limit)
+                .collect();
+            for u in &idle {
+                p.seen.remove(u);
+                p.known.remove(u);
+            }
+            idle
+        };
+        let mut logs = self.hub.logs.lock();
+        for u in &gone {
+            logs.unread.remove(u);
+            logs.inbox.remove(u);
+        }
+        Ok(gone.len() as u64)
     }
 
     async fn join(&self, room: &str, user: &str) -> Result<u64, BackendError> {

@@ -28,6 +28,15 @@ async fn cluster() -> MemoryCluster {
 confab_backend::conformance_tests!(cluster());
 
 #[tokio::test]
+async fn unread_follows_aged_history() {
+    let hub = MemoryHub::new(BackendConfig {
+        history_max_age: Some(std::time::Duration::from_millis(300)),
+        ..BackendConfig::default()
+    });
+    confab_backend::conformance::unread_follows_aged_history(&MemoryCluster(hub)).await;
+}
+
+#[tokio::test]
 async fn retention_drops_oldest_and_marks_truncated() {
     use confab_backend::{Broker, HistoryQuery, NewMessage};
     let hub = MemoryHub::new(BackendConfig {

@@ -126,12 +126,12 @@ async fn node(server: &RedisServer, cfg: RedisConfig) -> (Arc<RedisNode>, EventR
         .expect("connect to test redis")
 }
 
-struct RedisCluster(RedisServer);
+struct RedisCluster(RedisServer, RedisConfig);
 
 #[async_trait]
 impl Cluster for RedisCluster {
     async fn node(&self) -> Node {
-        let (n, events) = node(&self.0, fast()).await;
+        let (n, events) = node(&self.0, self.1.clone()).await;
         Node {
             broker: n.clone(),
             presence: n.clone(),
@@ -142,10 +142,23 @@ impl Cluster for RedisCluster {
 }
 
 async fn cluster() -> RedisCluster {
-    RedisCluster(RedisServer::start())
+    RedisCluster(RedisServer::start(), fast())
 }
 
 confab_backend::conformance_tests!(cluster());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_follows_aged_history() {
+    let aged = RedisConfig {
+        history_max_age: Some(Duration::from_millis(300)),
+        ..fast()
+    };
+    confab_backend::conformance::unread_follows_aged_history(&RedisCluster(
+        RedisServer::start(),
+        aged,
+    ))
+    .await;
+}
 
 fn draft(room: &str, text: &str) -> NewMessage {
     NewMessage {

@@ -45,6 +45,11 @@ pub struct GatewayConfig {
     pub protocol_errors_burst: f64,
     /// Cluster-wide rate limits per user and per client IP.
     pub quotas: crate::quota::Quotas,
+    /// Users offline and unseen this long are forgotten (see [`crate::janitor`]);
+    /// `None`: never.
+    pub idle_user_ttl: Option<Duration>,
+    /// How often the janitor runs.
+    pub janitor_interval: Duration,
     /// Who may start a room (`room:create`, or the first message of a room
     /// without history): `None` anyone, else holders of this role (`moderator`
     /// includes admins).
@@ -93,6 +98,8 @@ impl Default for GatewayConfig {
             internal_bind: None,
             quotas: Default::default(),
             room_create_role: None,
+            idle_user_ttl: Some(crate::janitor::DEFAULT_IDLE_USER_TTL),
+            janitor_interval: Duration::from_secs(60),
             protocol_errors_burst: 20.0,
             trusted_proxies: vec![
                 std::net::IpAddr::from([127, 0, 0, 1]),

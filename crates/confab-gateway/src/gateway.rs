@@ -223,6 +223,7 @@ impl Gateway {
             ),
         ];
         tasks.extend(internal);
+        tasks.push(tokio::spawn(crate::janitor::run(shared.clone())));
         if let Some(h) = shared.metrics.clone() {
             let (t, sh) = (token.clone(), shared.clone());
             metrics::gauge!(crate::metrics::DISPATCH_LAG).set(0.0);

@@ -12,7 +12,7 @@
 //! ownership and moderation tools. [`state`] is what the chat operations share,
 //! [`http`] serves the UI, `/healthz`, `/readyz` and `/metrics`, [`listener`] accepts
 //! the public connections (TLS, a connection cap, a deadline for request heads) and
-//! serves them with hyper, and [`gateway`] (the composition root, imported by
+//! serves them with hyper, [`janitor`] forgets users idle for too long, and [`gateway`] (the composition root, imported by
 //! nothing else) wires it together and owns the one shutdown mechanism.
 
 pub mod auth;
@@ -23,6 +23,7 @@ pub mod dispatch;
 pub mod gateway;
 pub mod groups;
 pub mod http;
+pub mod janitor;
 pub mod listener;
 pub mod metrics;
 pub mod moderation;

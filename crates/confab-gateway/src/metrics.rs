@@ -19,6 +19,7 @@ pub const SUBSCRIPTIONS: &str = "confab_subscriptions";
 pub const SLOW_CONSUMERS: &str = "confab_slow_consumers_total";
 pub const DISPATCH_LAG: &str = "confab_dispatch_lag_seconds";
 pub const RATE_LIMITED: &str = "confab_rate_limited_total";
+pub const PRUNED_USERS: &str = "confab_pruned_users_total";
 
 /// Register help texts (call once at start-up, after installing the recorder).
 pub fn describe() {
@@ -59,6 +60,10 @@ pub fn describe() {
         DISPATCH_LAG,
         Unit::Seconds,
         "How long the event being delivered waited in the dispatcher's queue (0 when caught up); above --overload-lag-ms new messages are refused"
+    );
+    describe_counter!(
+        PRUNED_USERS,
+        "Users forgotten after --idle-user-ttl offline (by this gateway's janitor)"
     );
     describe_gauge!(
         SUBSCRIPTIONS,

@@ -306,6 +306,13 @@ struct ServeArgs {
     /// Rooms started per client IP across the cluster: RATE/BURST, or `off`.
     #[arg(long, env = "CONFAB_QUOTA_ROOMS_PER_IP", default_value_t = gw().quotas.rooms_per_ip)]
     quota_rooms_per_ip: confab_gateway::quota::Rate,
+    /// Forget users offline and unseen this long (they leave the user directory
+    /// with their unread DMs; roles, sanctions and history stay), e.g. `90d`, or `off`.
+    #[arg(long, env = "CONFAB_IDLE_USER_TTL", default_value = "90d", value_parser = parse_max_age)]
+    idle_user_ttl: MaxAge,
+    /// How often the janitor looks for idle users, in ms.
+    #[arg(long, env = "CONFAB_JANITOR_INTERVAL_MS", default_value_t = ms(gw().janitor_interval))]
+    janitor_interval_ms: u64,
     /// Who may start rooms: `any` user, or only holders of a role (`moderator`,
     /// which admins also satisfy, or `admin`).
     #[arg(long, env = "CONFAB_ROOM_CREATE_ROLE", default_value = "any",
@@ -408,6 +415,8 @@ impl ServeArgs {
                 connects_per_user: self.quota_connects_per_user,
                 connects_per_ip: self.quota_connects_per_ip,
             },
+            idle_user_ttl: self.idle_user_ttl.0,
+            janitor_interval: Duration::from_millis(self.janitor_interval_ms.max(10)),
             room_create_role: (self.room_create_role != "any")
                 .then(|| self.room_create_role.clone()),
             trusted_proxies: self.trusted_proxies.clone(),

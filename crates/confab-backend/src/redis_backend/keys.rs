@@ -75,6 +75,11 @@ impl Keys {
 
     /// Hash of every user id that ever connected → its latest display name:
     /// `confab:userdir`.
+    /// When each known user was last seen (zset, score = ms).
+    pub(crate) fn last_seen(&self) -> String {
+        format!("{}:seen", self.prefix)
+    }
+
     pub(crate) fn known_users(&self) -> String {
         format!("{}:userdir", self.prefix)
     }

@@ -750,6 +750,7 @@ impl Broker for RedisNode {
         let mut inv = scripts::PUBLISH_MESSAGE.prepare_invoke();
         inv.key(s.keys.room_log(&room))
             .key(idem)
+            .key(s.keys.room_deleted(&room))
             .arg(s.retention())
             .arg(encode(&stored)?)
             .arg(s.keys.room_channel(&room))
@@ -977,14 +978,18 @@ impl Presence for RedisNode {
                 None,
             )
             .await?;
-        let _: i64 = s
-            .query(
-                redis::cmd("HSET")
-                    .arg(s.keys.known_users())
-                    .arg(user)
-                    .arg(name),
-            )
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("HSET")
+            .arg(s.keys.known_users())
+            .arg(user)
+            .arg(name)
+            .ignore()
+            .cmd("ZADD")
+            .arg(s.keys.last_seen())
+            .arg(crate::now_ms())
+            .arg(user)
+            .ignore();
+        let () = s.query_pipe(&pipe).await?;
         Ok(n)
     }
 
@@ -996,13 +1001,38 @@ impl Presence for RedisNode {
 
     async fn disconnect(&self, user: &str) -> Result<u64, BackendError> {
         let s = &self.shared;
-        s.presence_remove(
-            &s.keys.presence_online(),
-            user,
-            &conn_online_field(user),
-            None,
-        )
-        .await
+        let n = s
+            .presence_remove(
+                &s.keys.presence_online(),
+                user,
+                &conn_online_field(user),
+                None,
+            )
+            .await?;
+        let _: i64 = s
+            .query(
+                redis::cmd("ZADD")
+                    .arg(s.keys.last_seen())
+                    .arg("XX")
+                    .arg(crate::now_ms())
+                    .arg(user),
+            )
+            .await?;
+        Ok(n)
+    }
+
+    async fn prune_idle_users(&self, idle: Duration, limit: usize) -> Result<u64, BackendError> {
+        let s = &self.shared;
+        let now = crate::now_ms();
+        let mut inv = scripts::PRUNE_IDLE_USERS.prepare_invoke();
+        inv.key(s.keys.last_seen())
+            .key(s.keys.presence_online())
+            .key(s.keys.known_users())
+            .arg(now.saturating_sub(idle.as_millis() as u64))
+            .arg(limit)
+            .arg(s.keys.prefix())
+            .arg(now);
+        s.invoke(&inv).await
     }
 
     async fn join(&self, room: &str, user: &str) -> Result<u64, BackendError> {

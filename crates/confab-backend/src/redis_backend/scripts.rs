@@ -11,8 +11,8 @@ use std::sync::LazyLock;
 /// Append a room message and publish its frame on the room channel, unless the
 /// sender already sent this client id within the idempotency window.
 ///
-/// `KEYS[1]` room stream, `KEYS[2]` idempotency key (`''` without client id).
-/// `ARGV[1]` retention (MAXLEN ~), `ARGV[2]` msgpack body, `ARGV[3]` room channel,
+/// `KEYS[1]` room stream, `KEYS[2]` idempotency key (`''` without client id),
+/// `KEYS[3]` the room's tombstones hash (expires with the stream). `ARGV[1]` retention (MAXLEN ~), `ARGV[2]` msgpack body, `ARGV[3]` room channel,
 /// `ARGV[4]` idempotency window in seconds, `ARGV[5]` room, `ARGV[6]` the history's
 /// maximum age in ms (`0`: none; older entries are trimmed and an idle stream
 /// expires after it), `ARGV[7]` `1` if the message may start the room's stream.
@@ -38,6 +38,7 @@ if age > 0 then
   local ms = tonumber(string.match(id, '^(%d+)-'))
   redis.call('XTRIM', KEYS[1], 'MINID', tostring(ms - age))
   redis.call('PEXPIRE', KEYS[1], age)
+  redis.call('PEXPIRE', KEYS[3], age)
 end
 if KEYS[2] ~= '' then
   redis.call('SET', KEYS[2], id .. '|' .. ARGV[5] .. '|' .. ARGV[2], 'EX', ARGV[4])
@@ -52,8 +53,9 @@ return {1, id}
 ///
 /// `KEYS[1]` pair stream, `KEYS[2]` sender's peers zset, `KEYS[3]` recipient's peers zset,
 /// `KEYS[4]` idempotency key (`''` without client id), `KEYS[5]` recipient's unread hash
-/// (sender → count, incremented unless it is a note to self), `KEYS[6]` recipient's
-/// unread index (member `<sender>\0<padded id>`, see [`DM_MARK_READ`]).
+/// (sender → count of the sender's entries in the index, unless it is a note to
+/// self), `KEYS[6]` recipient's unread index (member `<sender>\0<padded id>`, see
+/// [`DM_MARK_READ`]; entries older than the stream's first are dropped).
 /// `ARGV[1]` retention, `ARGV[2]` msgpack body, `ARGV[3]` sender channel, `ARGV[4]`
 /// recipient channel, `ARGV[5]` sender, `ARGV[6]` recipient, `ARGV[7]` idempotency
 /// window in seconds, `ARGV[8]` the history's maximum age in ms (`0`: none). Returns `{1, id}`, or `{0, '<id>|<body>'}` for a client id the
@@ -79,8 +81,13 @@ if KEYS[4] ~= '' then
 end
 local ms, seq = string.match(id, '^(%d+)-(%d+)$')
 if ARGV[5] ~= ARGV[6] then
-  redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
-  redis.call('ZADD', KEYS[6], 0, ARGV[5] .. '\0' .. string.format('%016d-%010d', tonumber(ms), tonumber(seq)))
+  local from = ARGV[5] .. '\0'
+  redis.call('ZADD', KEYS[6], 0, from .. string.format('%016d-%010d', tonumber(ms), tonumber(seq)))
+  -- Unread entries of DMs the stream no longer holds (retention, age) go.
+  local first = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)[1][1]
+  local fms, fseq = string.match(first, '^(%d+)-(%d+)$')
+  redis.call('ZREMRANGEBYLEX', KEYS[6], '[' .. from, '(' .. from .. string.format('%016d-%010d', tonumber(fms), tonumber(fseq)))
+  redis.call('HSET', KEYS[5], ARGV[5], redis.call('ZLEXCOUNT', KEYS[6], '[' .. from, '(' .. ARGV[5] .. '\1'))
 end
 redis.call('ZADD', KEYS[2], ms, ARGV[6])
 redis.call('ZADD', KEYS[3], ms, ARGV[5])
@@ -309,7 +316,8 @@ return n
 /// Tombstone a room message: mark its id deleted and publish the signal frame.
 ///
 /// `KEYS[1]` room stream, `KEYS[2]` the room's deleted-ids hash, `KEYS[3]` the
-/// message's idempotency record (`''` without client id). `ARGV[1]` message id,
+/// message's idempotency record (`''` without client id). The hash takes the
+/// stream's expiry (`--history-max-age`). `ARGV[1]` message id,
 /// `ARGV[2]` room channel, `ARGV[3]` the `Signal::Deleted` frame, `ARGV[4]` the
 /// tombstone's idempotency record (a retry then returns the tombstone, not the
 /// text). Returns 1, or 0 when the stream does not hold the id (nothing published).
@@ -319,6 +327,10 @@ pub(crate) static DELETE_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
 local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1], 'COUNT', 1)
 if #e == 0 then return 0 end
 redis.call('HSET', KEYS[2], ARGV[1], 1)
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+end
 if KEYS[3] ~= '' and redis.call('EXISTS', KEYS[3]) == 1 then
   redis.call('SET', KEYS[3], ARGV[4], 'KEEPTTL')
 end
@@ -399,6 +411,40 @@ for i, key in ipairs(KEYS) do
   redis.call('SET', key, string.format('%.3f', new[i]), 'PX', ttl)
 end
 return {1}
+"#,
+    )
+});
+
+/// Forget users offline and not seen since a cutoff.
+///
+/// `KEYS[1]` last-seen zset, `KEYS[2]` online presence hash, `KEYS[3]` user
+/// directory. `ARGV[1]` cutoff (ms), `ARGV[2]` at most this many, `ARGV[3]` key
+/// prefix, `ARGV[4]` now (ms). A user still online is marked seen now instead (and
+/// not counted; at most `4·limit + 100` users are looked at per call). The
+/// per-user keys are built from the prefix (single-Redis only), as in
+/// `Keys::unread`, `Keys::dm_inbox` and `Keys::user_peers`. Returns how many went.
+pub(crate) static PRUNE_IDLE_USERS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local limit = tonumber(ARGV[2])
+local gone, looked = 0, 0
+while gone < limit and looked < 4 * limit + 100 do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1], 'LIMIT', 0, limit - gone)
+  if #ids == 0 then break end
+  for _, u in ipairs(ids) do
+    looked = looked + 1
+    if tonumber(redis.call('HGET', KEYS[2], u) or '0') > 0 then
+      redis.call('ZADD', KEYS[1], ARGV[4], u)
+    else
+      redis.call('ZREM', KEYS[1], u)
+      redis.call('HDEL', KEYS[3], u)
+      redis.call('DEL', ARGV[3] .. ':unread:{' .. u .. '}', ARGV[3] .. ':dmin:{' .. u .. '}',
+        ARGV[3] .. ':user:{' .. u .. '}:peers')
+      gone = gone + 1
+    end
+  end
+end
+return gone
 "#,
     )
 });
