@@ -7,6 +7,7 @@
 # crates/confab/tests/common/mod.rs.
 OPEN_LIMITS=(--auth open
   --quota-messages-per-user off --quota-messages-per-ip off
+  --quota-dms-per-user off --quota-dms-per-ip off
   --quota-joins-per-user off
   --quota-rooms-per-user off --quota-rooms-per-ip off
   --quota-connects-per-user off --quota-connects-per-ip off

@@ -19,7 +19,9 @@ const conn = new Harness(["--quota-connects-per-user", "1/2", "--quota-connects-
 // Rooms: 3 per user and 5 per address at once, then one every 50 s.
 const rooms = new Harness([...OFF, "--rate-limit", "1000", "--rate-burst", "1000",
   "--quota-rooms-per-user", "0.02/3", "--quota-rooms-per-ip", "0.02/5"]);
-const all = [h, q, caps, conn, rooms];
+// DMs: 2 at once per user, then 1/s; messages unlimited.
+const dms = new Harness([...OFF, "--rate-limit", "1000", "--rate-burst", "1000", "--quota-dms-per-user", "1/2", "--quota-dms-per-ip", "off"]);
+const all = [h, q, caps, conn, rooms, dms];
 
 before(async () => {
   await Promise.all(all.map((x) => x.start()));
@@ -180,4 +182,19 @@ test("new rooms per user and per address: starting a room (first message, room:c
   assertOk(await start(b, fresh()));
   assertOk(await start(b, fresh()));
   assertLimited(await start(b, fresh()), "the address's sixth room");
+});
+
+test("DMs per user: their own quota on top of the message quota; room messages are not charged", T, async () => {
+  const [name, peer] = [uname("dq"), uname("dp")];
+  const [a, b] = [await dms.connect(name), await dms.connect(name)];
+  await dms.connect(peer);
+  assertOk(await call(a, "dm:send", { to: peer, text: "one" }));
+  assertOk(await call(b, "dm:send", { to: peer, text: "two" }));
+  const third = await call(a, "dm:send", { to: peer, text: "three" });
+  assertLimited(third, "third DM at once");
+  assert.match(third.error.message, /too many direct messages/);
+  assertOk(await call(a, "room:join", { room: "general" }));
+  for (let i = 0; i < 5; i++) assertOk(await call(a, "message:send", { room: "general", text: `room ${i}` }));
+  await sleep(third.error.retryAfterMs + 50);
+  assertOk(await call(a, "dm:send", { to: peer, text: "after the wait" }));
 });

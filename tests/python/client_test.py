@@ -15,7 +15,7 @@ import time
 import socketio
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-QUOTAS_OFF = "--quota-messages-per-user off --quota-messages-per-ip off --quota-joins-per-user off --quota-rooms-per-user off --quota-rooms-per-ip off --quota-connects-per-user off --quota-connects-per-ip off --max-connections-per-ip 0 --protocol-errors-burst 100000".split()
+QUOTAS_OFF = "--quota-messages-per-user off --quota-messages-per-ip off --quota-dms-per-user off --quota-dms-per-ip off --quota-joins-per-user off --quota-rooms-per-user off --quota-rooms-per-ip off --quota-connects-per-user off --quota-connects-per-ip off --max-connections-per-ip 0 --protocol-errors-burst 100000".split()
 BIN = os.environ.get("CONFAB_BIN", os.path.join(ROOT, "target", "debug", "confab"))
 
 

@@ -372,7 +372,7 @@ pub async fn room_history(ctx: &Ctx, req: RoomHistory) -> Result<RoomHistoryAck,
 pub async fn send_dm(ctx: &Ctx, req: SendDm) -> Result<SentAck<DirectMessage>, ChatError> {
     let sh = &ctx.shared;
     admit(ctx)?;
-    crate::quota::take_for(ctx, crate::quota::Class::Message).await?;
+    crate::quota::take_for(ctx, crate::quota::Class::Dm).await?;
     // Offline users who connected before get the DM in their inbox (unread count
     // in their next `session`); ids never seen are refused.
     if req.to != ctx.session.id() && !sh.presence.is_known(&req.to).await? {

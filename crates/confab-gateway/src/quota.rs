@@ -1,5 +1,5 @@
-//! Cluster-wide rate limits per user and per client IP: messages, joins, new
-//! rooms and connections. Opening more connections does not multiply a user's quota, and
+//! Cluster-wide rate limits per user and per client IP: messages, DMs, joins,
+//! new rooms and connections. Opening more connections does not multiply a user's quota, and
 //! spreading them over gateways does not either: the buckets live in the backend
 //! (GCRA, [`confab_backend::Access::rate_take`]).
 //!
@@ -72,6 +72,11 @@ pub struct Quotas {
     pub messages_per_user: Rate,
     /// The same, per client IP.
     pub messages_per_ip: Rate,
+    /// `dm:send`, per user (on top of the message quota: a DM lands in someone's
+    /// inbox even while they are offline).
+    pub dms_per_user: Rate,
+    /// The same, per client IP.
+    pub dms_per_ip: Rate,
     /// `room:join` of a room not joined yet and `room:create`, per user.
     pub joins_per_user: Rate,
     /// Rooms started (`room:create`, or the first message of a room without
@@ -95,6 +100,14 @@ impl Default for Quotas {
             messages_per_ip: Rate {
                 per_sec: 50.0,
                 burst: 100.0,
+            },
+            dms_per_user: Rate {
+                per_sec: 5.0,
+                burst: 20.0,
+            },
+            dms_per_ip: Rate {
+                per_sec: 20.0,
+                burst: 50.0,
             },
             joins_per_user: Rate {
                 per_sec: 5.0,
@@ -127,6 +140,8 @@ impl Default for Quotas {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     Message,
+    /// A DM: the message buckets and the DM buckets, all or none.
+    Dm,
     Join,
     Room,
     Connect,
@@ -136,6 +151,7 @@ impl Class {
     fn tag(self) -> &'static str {
         match self {
             Class::Message => "msg",
+            Class::Dm => "dm",
             Class::Join => "join",
             Class::Room => "room",
             Class::Connect => "conn",
@@ -145,6 +161,7 @@ impl Class {
     fn what(self) -> &'static str {
         match self {
             Class::Message => "messages",
+            Class::Dm => "direct messages",
             Class::Join => "room joins",
             Class::Room => "new rooms",
             Class::Connect => "connections",
@@ -193,13 +210,17 @@ impl LocalView {
 
 /// The buckets an event of `class` by `user` from `ip` draws on.
 pub fn buckets(q: &Quotas, class: Class, user: &str, ip: Option<IpAddr>) -> Vec<RateBucket> {
+    let mut out = Vec::with_capacity(4);
+    if class == Class::Dm {
+        out = buckets(q, Class::Message, user, ip);
+    }
     let (per_user, per_ip) = match class {
         Class::Message => (q.messages_per_user, q.messages_per_ip),
+        Class::Dm => (q.dms_per_user, q.dms_per_ip),
         Class::Join => (q.joins_per_user, Rate::OFF),
         Class::Room => (q.rooms_per_user, q.rooms_per_ip),
         Class::Connect => (q.connects_per_user, q.connects_per_ip),
     };
-    let mut out = Vec::with_capacity(2);
     if !per_user.is_off() {
         out.push(RateBucket {
             key: format!("{}:u:{user}", class.tag()),
@@ -271,6 +292,10 @@ mod tests {
         };
         assert_eq!(keys(Class::Message), ["msg:u:u1", "msg:ip:192.0.2.7"]);
         assert_eq!(keys(Class::Join), ["join:u:u1"]);
+        assert_eq!(
+            keys(Class::Dm),
+            ["msg:u:u1", "msg:ip:192.0.2.7", "dm:u:u1", "dm:ip:192.0.2.7"]
+        );
         assert_eq!(keys(Class::Room), ["room:u:u1", "room:ip:192.0.2.7"]);
         assert_eq!(keys(Class::Connect), ["conn:u:u1", "conn:ip:192.0.2.7"]);
         let off = Quotas {

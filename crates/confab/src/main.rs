@@ -295,6 +295,13 @@ struct ServeArgs {
     /// Messages per client IP across the cluster: RATE/BURST, or `off`.
     #[arg(long, env = "CONFAB_QUOTA_MESSAGES_PER_IP", default_value_t = gw().quotas.messages_per_ip)]
     quota_messages_per_ip: confab_gateway::quota::Rate,
+    /// DMs (dm:send) per user across the cluster, on top of the message quota:
+    /// RATE/BURST per second, or `off`.
+    #[arg(long, env = "CONFAB_QUOTA_DMS_PER_USER", default_value_t = gw().quotas.dms_per_user)]
+    quota_dms_per_user: confab_gateway::quota::Rate,
+    /// DMs per client IP across the cluster: RATE/BURST, or `off`.
+    #[arg(long, env = "CONFAB_QUOTA_DMS_PER_IP", default_value_t = gw().quotas.dms_per_ip)]
+    quota_dms_per_ip: confab_gateway::quota::Rate,
     /// Joins of rooms not joined yet per user across the cluster: RATE/BURST, or `off`.
     #[arg(long, env = "CONFAB_QUOTA_JOINS_PER_USER", default_value_t = gw().quotas.joins_per_user)]
     quota_joins_per_user: confab_gateway::quota::Rate,
@@ -409,6 +416,8 @@ impl ServeArgs {
             quotas: confab_gateway::quota::Quotas {
                 messages_per_user: self.quota_messages_per_user,
                 messages_per_ip: self.quota_messages_per_ip,
+                dms_per_user: self.quota_dms_per_user,
+                dms_per_ip: self.quota_dms_per_ip,
                 joins_per_user: self.quota_joins_per_user,
                 rooms_per_user: self.quota_rooms_per_user,
                 rooms_per_ip: self.quota_rooms_per_ip,

@@ -44,6 +44,8 @@ impl Server {
             .env("CONFAB_AUTH", "open")
             .env("CONFAB_QUOTA_MESSAGES_PER_USER", "off")
             .env("CONFAB_QUOTA_MESSAGES_PER_IP", "off")
+            .env("CONFAB_QUOTA_DMS_PER_USER", "off")
+            .env("CONFAB_QUOTA_DMS_PER_IP", "off")
             .env("CONFAB_QUOTA_JOINS_PER_USER", "off")
             .env("CONFAB_QUOTA_ROOMS_PER_USER", "off")
             .env("CONFAB_QUOTA_ROOMS_PER_IP", "off")
