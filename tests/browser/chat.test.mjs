@@ -72,7 +72,7 @@ async function send(page, text, { viaButton = false } = {}) {
 /** `confab_connections` of the server (its /metrics). */
 async function connections(url) {
   const text = await (await fetch(`${url}/metrics`, { signal: AbortSignal.timeout(WAIT_MS) })).text();
-  return Number(/^confab_connections (\d+)/m.exec(text)?.[1]);
+  return Number(/^confab_connections(?:\{[^}]*\})? (\d+)/m.exec(text)?.[1]);
 }
 
 /**

@@ -5,7 +5,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { gunzipSync, brotliDecompressSync } from "node:zlib";
 import { readFileSync } from "node:fs";
-import { Harness, T } from "./lib.mjs";
+import { Harness, T, call, assertOk } from "./lib.mjs";
 
 const h = new Harness([]);
 before(async () => {
@@ -72,7 +72,31 @@ test("health, readiness and metrics", T, async () => {
   const s = await h.connect("metrics-user");
   const metrics = (await get("/metrics")).body.toString();
   assert.match(metrics, /# HELP confab_connections /);
-  assert.match(metrics, /^confab_connections 1$/m);
-  assert.match(metrics, /^confab_connects_total \d+$/m);
+  // Every series carries the gateway's id (`embedded` without --redis/--gateway-id).
+  assert.match(metrics, /^confab_connections\{gateway="[^"]+"\} 1$/m);
+  assert.match(metrics, /^confab_connects_total\{gateway="[^"]+"\} \d+$/m);
+  assert.match(metrics, /^confab_build_info\{gateway="[^"]+",version="\d+\.\d+\.\d+"\} 1$/m);
+  // A delivered message is timed from stored to queued on the sockets.
+  assertOk(await call(s, "room:join", { room: "general" }));
+  assertOk(await call(s, "message:send", { room: "general", text: "timed" }));
+  const after = (await get("/metrics")).body.toString();
+  const count = Number(after.match(/^confab_fanout_delay_seconds_count\{gateway="[^"]+",kind="message"\} (\d+)$/m)?.[1]);
+  assert.ok(count >= 1, `confab_fanout_delay_seconds_count{kind="message"}: ${count}`);
   s.close();
+});
+
+test("--log-format json: one JSON object per log line, with level and message", T, async () => {
+  const { startServer } = await import("../support/server.mjs");
+  const srv = await startServer({ args: ["--log-format", "json"], env: { RUST_LOG: "info" } });
+  try {
+    const lines = srv.stderr().split("\n").filter(Boolean);
+    assert.ok(lines.length >= 2, `some log lines: ${JSON.stringify(lines)}`);
+    for (const l of lines) {
+      const o = JSON.parse(l);
+      assert.ok(o.timestamp && o.level && o.fields?.message, l);
+    }
+    assert.ok(lines.some((l) => JSON.parse(l).fields.message.includes("backend: embedded")), lines.join("\n"));
+  } finally {
+    await srv.stop();
+  }
 });

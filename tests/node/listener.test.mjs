@@ -155,7 +155,7 @@ test("--max-connections 5: the 6th connection is closed at once; a freed slot is
     const res = await fetch(`${h.url}/metrics`, { signal: AbortSignal.timeout(5000) });
     assert.equal(res.status, 200);
     const text = await res.text();
-    assert.match(text, /^confab_connections_refused_total\{reason="max_connections"\} 1$/m);
+    assert.match(text, /^confab_connections_refused_total\{gateway="[^"]+",reason="max_connections"\} 1$/m);
     // The fetch's keep-alive connection holds the freed slot: full again.
     const seventh = await rawConnect(h.server.port);
     const r7 = await closedWithin(seventh, 2000);

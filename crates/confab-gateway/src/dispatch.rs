@@ -152,6 +152,7 @@ impl Fanout {
                 if let Some(frame) = encode(push::MESSAGE_NEW, &msg) {
                     self.send(&room_key(&msg.room), &frame, |s| skip.contains(s));
                 }
+                m::fanout_delay("message", msg.ts);
             }
             BusEvent::Dm(dm) => {
                 m::fanout("dm");
@@ -161,6 +162,7 @@ impl Fanout {
                         self.send(&user_key(&dm.from_id), &frame, |_| false);
                     }
                 }
+                m::fanout_delay("dm", dm.ts);
             }
             BusEvent::Signal {
                 room,

@@ -238,6 +238,10 @@ impl Gateway {
                         .set(sh.dispatch_lag.get().as_secs_f64());
                     if tick % 5 == 4 {
                         h.run_upkeep();
+                        // Cluster-wide, from presence (one cheap read every 5 s).
+                        if let Ok((_, n)) = sh.presence.online_users(0).await {
+                            metrics::gauge!(crate::metrics::ONLINE_USERS).set(n as f64);
+                        }
                     }
                 }
             }));

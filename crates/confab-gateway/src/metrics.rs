@@ -2,7 +2,9 @@
 //! Exposed in Prometheus text format at `/metrics`.
 
 use confab_core::ErrorCode;
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 
 pub const CONNECTIONS: &str = "confab_connections";
 pub const CONNECTS: &str = "confab_connects_total";
@@ -20,6 +22,10 @@ pub const SLOW_CONSUMERS: &str = "confab_slow_consumers_total";
 pub const DISPATCH_LAG: &str = "confab_dispatch_lag_seconds";
 pub const RATE_LIMITED: &str = "confab_rate_limited_total";
 pub const PRUNED_USERS: &str = "confab_pruned_users_total";
+pub const BUILD_INFO: &str = "confab_build_info";
+pub const ONLINE_USERS: &str = "confab_online_users";
+pub const FANOUT_DELAY: &str = "confab_fanout_delay_seconds";
+pub const PANICS: &str = "confab_panics_total";
 
 /// Register help texts (call once at start-up, after installing the recorder).
 pub fn describe() {
@@ -60,6 +66,23 @@ pub fn describe() {
         DISPATCH_LAG,
         Unit::Seconds,
         "How long the event being delivered waited in the dispatcher's queue (0 when caught up); above --overload-lag-ms new messages are refused"
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels say which build this gateway runs (version)"
+    );
+    describe_gauge!(
+        ONLINE_USERS,
+        "Users with at least one connection anywhere in the cluster (from presence, sampled every 5 s)"
+    );
+    describe_histogram!(
+        FANOUT_DELAY,
+        Unit::Seconds,
+        "From a message stored (its timestamp) to its frame queued on this gateway's sockets, by kind (message, dm)"
+    );
+    describe_counter!(
+        PANICS,
+        "Panics caught in the handling of one event or connection, by place; the gateway kept serving"
     );
     describe_counter!(
         PRUNED_USERS,
@@ -112,4 +135,20 @@ pub fn published(kind: &'static str) {
 
 pub fn fanout(kind: &'static str) {
     counter!(FANOUTS, "kind" => kind).increment(1);
+}
+
+/// A message stored at `stored_ms` (its `ts`) was just queued on the local sockets.
+pub fn fanout_delay(kind: &'static str, stored_ms: u64) {
+    let ms = confab_backend::now_ms().saturating_sub(stored_ms);
+    histogram!(FANOUT_DELAY, "kind" => kind).record(ms as f64 / 1000.0);
+}
+
+/// A panic was caught in `place` (`event`, `session`).
+pub fn panicked(place: &'static str) {
+    counter!(PANICS, "place" => place).increment(1);
+}
+
+/// Set once at start-up.
+pub fn build_info() {
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
 }

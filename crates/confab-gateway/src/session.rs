@@ -6,6 +6,8 @@
 //! [`Inbox`]: events are queued in arrival order and run one after another by a
 //! drain task that exists only while there is work.
 //! The disconnect clean-up goes through the same queue, after any in-flight request.
+//! A job that panics is caught there ([`caught`]): counted, logged with the socket's
+//! user, and the queue (and the gateway) go on.
 
 use crate::ratelimit::TokenBucket;
 use confab_backend::UserRef;
@@ -311,9 +313,26 @@ impl Session {
                     }
                 }
             };
-            job.await;
+            if let Err(panic) = caught(job).await {
+                crate::metrics::panicked("session");
+                tracing::error!(user = %self.user.id, panic = %panic, "a job of this socket panicked (caught; its queue goes on)");
+            }
         }
     }
+}
+
+/// Run `fut`, turning a panic into `Err(its message)`.
+pub async fn caught<F: std::future::Future>(fut: F) -> Result<F::Output, String> {
+    use futures_util::FutureExt;
+    std::panic::AssertUnwindSafe(fut)
+        .catch_unwind()
+        .await
+        .map_err(|p| {
+            p.downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".to_owned())
+        })
 }
 
 #[cfg(test)]
@@ -342,6 +361,25 @@ mod tests {
             max_queued,
             TaskTracker::new(),
         )
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_caught_and_the_queue_goes_on() {
+        let s = session("a", 1000.0, 1000.0, 100);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        s.submit(Box::pin(async { panic!("boom in a handler") }))
+            .unwrap();
+        s.submit(Box::pin(async move {
+            let _ = tx.send("after");
+        }))
+        .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), rx).await;
+        assert_eq!(got.unwrap().unwrap(), "after");
+        assert_eq!(
+            caught(async { panic!("x{}", 1) }).await,
+            Err::<(), _>("x1".to_owned())
+        );
+        assert_eq!(caught(async { 7 }).await, Ok(7));
     }
 
     #[tokio::test]

@@ -302,7 +302,14 @@ fn on_event(ctx: &Ctx, ev: Event) {
     let data = args.into_iter().next().unwrap_or(Value::Null);
     let job_ctx = ctx.clone();
     let job = Box::pin(async move {
-        handle(job_ctx, kind, ack, data).await;
+        let (socket, user) = (job_ctx.socket.clone(), job_ctx.session.user.id.clone());
+        // A bug in one handler fails that request, not the socket or the gateway.
+        if let Err(panic) = crate::session::caught(handle(job_ctx, kind, ack, data)).await {
+            m::panicked("event");
+            tracing::error!(sid = %socket.id(), %user, event = kind.event(), %panic, "panic while handling an event (caught)");
+            let err = ChatError::internal("the server failed on this request (logged); try again");
+            reply::send::<()>(&socket, ack, kind.event(), Err(err));
+        }
     });
     match ctx.session.queue(job) {
         Ok(()) | Err(Rejected::Closed) => {}

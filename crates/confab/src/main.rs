@@ -320,6 +320,10 @@ struct ServeArgs {
     /// How often the janitor looks for idle users, in ms.
     #[arg(long, env = "CONFAB_JANITOR_INTERVAL_MS", default_value_t = ms(gw().janitor_interval))]
     janitor_interval_ms: u64,
+    /// Log lines as `pretty` text (for people) or `json` (one object per line, for
+    /// log shippers). The level is set by `RUST_LOG` (default `info`).
+    #[arg(long, env = "CONFAB_LOG_FORMAT", default_value = "pretty")]
+    log_format: LogFormat,
     /// Who may start rooms: `any` user, or only holders of a role (`moderator`,
     /// which admins also satisfy, or `admin`).
     #[arg(long, env = "CONFAB_ROOM_CREATE_ROLE", default_value = "any",
@@ -339,6 +343,12 @@ struct ServeArgs {
 /// `--history-max-age`: a duration or `off`.
 #[derive(Debug, Clone, Copy)]
 struct MaxAge(Option<Duration>);
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
 
 fn parse_max_age(s: &str) -> Result<MaxAge, String> {
     if s.trim().eq_ignore_ascii_case("off") {
@@ -584,12 +594,15 @@ fn reload_on_sighup(auth: Arc<Auth>, tls: Option<Arc<confab_gateway::listener::T
 }
 
 async fn run(args: ServeArgs) -> std::process::ExitCode {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => logs.json().with_current_span(true).init(),
+        LogFormat::Pretty => logs.init(),
+    }
     match serve(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -618,14 +631,27 @@ async fn make_auth(
     Ok(auth)
 }
 
-async fn serve(args: ServeArgs) -> Result<(), String> {
+async fn serve(mut args: ServeArgs) -> Result<(), String> {
+    // Every series carries the gateway's id (chosen here when not given, so the
+    // Redis backend uses the same one).
+    let gateway_label = match (&args.redis_url, &args.gateway_id) {
+        (_, Some(id)) => id.clone(),
+        (Some(_), None) => {
+            let id = confab_auth::random_id("gw-");
+            args.gateway_id = Some(id.clone());
+            id
+        }
+        (None, None) => "embedded".to_owned(),
+    };
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .add_global_label("gateway", gateway_label)
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ])
         .and_then(|b| b.install_recorder())
         .map_err(|e| format!("metrics: {e}"))?;
     confab_gateway::metrics::describe();
+    confab_gateway::metrics::build_info();
     let config = args.gateway_config();
     if !config.ui_dir.join("index.html").exists() {
         tracing::warn!(dir = %config.ui_dir.display(), "no index.html in the UI directory: the web UI will 404");
