@@ -2,7 +2,8 @@
 # Connection churn (issue 13): CLIENTS clients that each, over and over, connect, join
 # a fresh room, send one 200-byte message, leave and disconnect, from one IP, against
 # one gateway with the DEFAULT limits (quotas and caps on) backed by its own
-# redis-server. scripts/churn.mjs reports rooms created, messages accepted/refused,
+# redis-server. scripts/churn.mjs first warms the gateway up with one client (5 s), then
+# reports rooms created, messages accepted/refused,
 # Redis used_memory over time and the gateway's RSS (start, peak, end, 15 s after).
 # Both processes are started here and stopped by PID on exit; the temp dir goes too.
 #   scripts/bench-churn.sh

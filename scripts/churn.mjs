@@ -6,12 +6,16 @@
 // default limits (quotas on): a `rate_limited` ack is retried after its
 // `retryAfterMs` (capped, at most MAX_RETRIES times); a refused handshake
 // (`connect_error`, no retryAfterMs) backs off 250 ms doubling to 2 s.
+// First a warm-up: ONE client cycles for --warmup-seconds (5), so that what the
+// gateway sets up once, on first use (its Redis connection pool, script loads,
+// buffers), is in place: the RSS after it is the "start" the end is compared with
+// (the cold RSS, before any client, is reported too). Then the churn.
 // Samples Redis `used_memory` (redis-cli INFO memory) at start, every 30 s and at
 // the end, and the gateway's VmRSS (/proc/PID/status) every second (start, peak,
 // end of churn, 15 s after every client left). Prints a JSON summary, then a human one.
 //   node scripts/churn.mjs --url http://127.0.0.1:PORT --server-pid PID --redis-port P \
 //     [--seconds 180] [--clients 50] [--text-bytes 200] [--settle-seconds 15] \
-//     [--names per-client|per-cycle]
+//     [--warmup-seconds 5] [--names per-client|per-cycle]
 // Loopback only. Every loop is bounded in count and time.
 import { io } from "socket.io-client";
 import { execFileSync } from "node:child_process";
@@ -20,7 +24,7 @@ import { readFileSync } from "node:fs";
 function parseArgs(argv) {
   const o = {
     url: "", serverPid: 0, redisPort: 0, seconds: 180, clients: 50, textBytes: 200,
-    settleSeconds: 15, sampleSeconds: 30, names: "per-client", maxCycles: 1_000_000,
+    settleSeconds: 15, sampleSeconds: 30, warmupSeconds: 5, names: "per-client", maxCycles: 1_000_000,
     maxRetries: 5, maxRetryWaitMs: 5000, ackTimeoutMs: 5000, connectTimeoutMs: 5000,
   };
   const num = (k, v) => {
@@ -40,6 +44,7 @@ function parseArgs(argv) {
       case "clients": o.clients = num(k, v); break;
       case "text-bytes": o.textBytes = num(k, v); break;
       case "settle-seconds": o.settleSeconds = num(k, v); break;
+      case "warmup-seconds": o.warmupSeconds = num(k, v); break;
       case "sample-seconds": o.sampleSeconds = num(k, v); break;
       case "max-cycles": o.maxCycles = num(k, v); break;
       case "max-retries": o.maxRetries = num(k, v); break;
@@ -64,7 +69,7 @@ function parseArgs(argv) {
 
 const opt = parseArgs(process.argv);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const t0 = Date.now();
+let t0 = Date.now(); // reset once the warm-up is over
 const elapsed = () => (Date.now() - t0) / 1000;
 
 function rssKiB() {
@@ -98,14 +103,15 @@ function redisKeyShapes() {
   } catch (e) { return { error: String(e.message).slice(0, 200) }; }
 }
 
-const c = {
+const freshCounters = () => ({
   cycles: 0, cycles_complete: 0,
   connects_ok: 0, connects_refused: 0, connect_refusals: {}, connect_timeouts: 0, connect_gave_up: 0,
   joins_ok: 0, rooms_created: 0, joins_refused_rate_limited: 0, joins_failed: 0,
   messages_ok: 0, messages_refused_rate_limited: 0, messages_failed: 0,
   leaves_ok: 0, leaves_failed: 0, ack_timeouts: 0, retries_honoured: 0, retry_wait_ms_total: 0,
   other_errors: {}, server_pushed_errors: 0, disconnects_by_server: 0,
-};
+});
+let c = freshCounters();
 const bump = (obj, k) => { obj[k] = (obj[k] || 0) + 1; };
 
 const runId = Date.now().toString(36);
@@ -163,7 +169,7 @@ async function call(s, ev, data) {
   return { ok: false, refused, ack: null };
 }
 
-const deadline = t0 + opt.seconds * 1000;
+let deadline = t0 + opt.warmupSeconds * 1000;
 async function clientLoop(i) {
   let backoff = 250;
   for (let cycle = 0; cycle < opt.maxCycles && Date.now() < deadline; cycle++) {
@@ -206,8 +212,17 @@ function fmtMiB(b) { return b == null ? "?" : (b / 1048576).toFixed(2) + " MiB";
 function fmtKiB(k) { return k == null ? "?" : (k / 1024).toFixed(1) + " MiB"; }
 
 async function main() {
-  const rss = { start: rssKiB(), peak: 0, peak_t: 0, end_of_churn: null, after_leave: null };
-  if (rss.start == null) throw new Error(`no /proc/${opt.serverPid}/status: is the server running?`);
+  const cold = rssKiB();
+  if (cold == null) throw new Error(`no /proc/${opt.serverPid}/status: is the server running?`);
+  // Warm-up: one client, then the counters and the clock start over.
+  await clientLoop("warm");
+  const warm = c;
+  await sleep(1000);
+  c = freshCounters();
+  t0 = Date.now();
+  deadline = t0 + opt.seconds * 1000;
+  const rss = { cold, start: rssKiB(), peak: 0, peak_t: 0, end_of_churn: null, after_leave: null };
+  process.stderr.write(`warm-up: ${warm.cycles_complete} cycles by one client in ${opt.warmupSeconds} s; gateway RSS ${fmtKiB(cold)} cold -> ${fmtKiB(rss.start)}\n`);
   const redis = [ { label: "start", ...redisInfo() } ];
   rss.peak = rss.start;
   const rssSeries = [];
@@ -269,7 +284,7 @@ async function main() {
     `  redis used_memory: ${redis.map((r) => `${r.label} ${fmtMiB(r.used_memory)} (${r.keys} keys)`).join(" -> ")}`,
     `  redis keys after: ${Object.entries(keyShapes).map(([k, v]) => `${k} x${v}`).join(", ")}`,
     `  redis growth ${fmtMiB(summary.redis_growth_bytes)} = ${summary.redis_bytes_per_room} B per room created`,
-    `  gateway RSS: start ${fmtKiB(rss.start)}, peak ${fmtKiB(rss.peak)} (at ${rss.peak_t} s), end of churn ${fmtKiB(rss.end_of_churn)}, ${opt.settleSeconds} s after every client left ${fmtKiB(rss.after_leave)}`,
+    `  gateway RSS: cold ${fmtKiB(rss.cold)}, after the one-client warm-up (start) ${fmtKiB(rss.start)}, peak ${fmtKiB(rss.peak)} (at ${rss.peak_t} s), end of churn ${fmtKiB(rss.end_of_churn)}, ${opt.settleSeconds} s after every client left ${fmtKiB(rss.after_leave)}`,
     `  gateway RSS back within 10 % of start: ${within ? "yes" : "NO"} (${((rss.after_leave / rss.start - 1) * 100).toFixed(1)} %)`,
   ];
   console.log(lines.join("\n"));
