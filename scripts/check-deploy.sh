@@ -25,3 +25,5 @@ if command -v promtool >/dev/null 2>&1; then
   promtool check config deploy/prometheus.yml >/dev/null
   echo "check-deploy: deploy/prometheus.yml ok"
 fi
+# The systemd unit: required keys, and systemd-analyze verify when installed.
+scripts/check-systemd.sh
