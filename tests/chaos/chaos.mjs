@@ -25,8 +25,9 @@ import { startRedis, startGateway, startNginx, redisCli, stopAll, cmpId } from "
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const tally = (list) => list.reduce((t, x) => ({ ...t, [x]: (t[x] ?? 0) + 1 }), {});
 
-/** One simulated user: a socket.io-client through nginx, resuming and retrying. */
-class User {
+/** One simulated user: a socket.io-client through nginx, resuming and retrying.
+ * Also used by tests/cluster/rolling.test.mjs (through newRun, startUsers, startSender and finishAndVerify). */
+export class User {
   constructor(run, i) {
     this.run = run;
     this.name = `chaos${i}`;
@@ -168,10 +169,10 @@ class User {
  * The seconds (epoch ms, 1 s resolution) in which nginx answered a request with
  * "no live upstreams" (502: it held every gateway for failed), from its error log.
  */
-function noLiveUpstreamSeconds(nginx) {
+function noLiveUpstreamSeconds(errorLog) {
   let text = "";
   try {
-    text = readFileSync(path.join(nginx.prefix, "logs", "error.log"), "utf8");
+    text = readFileSync(errorLog, "utf8");
   } catch {
     return [];
   }
@@ -182,11 +183,222 @@ function noLiveUpstreamSeconds(nginx) {
   return [...secs].sort((a, b) => a - b);
 }
 
+/** The shared state of one run: the rooms, every send and ack, counters. */
+export function newRun({ rooms = 8 } = {}) {
+  const stats = { sent: 0, failedAttempts: 0, reconnectAttempts: 0, truncated: 0, errorCodes: {} };
+  return { rooms: Array.from({ length: rooms }, (_, i) => `chaos-${i}`), acked: [], sends: new Map(), stats, running: true, t0: Date.now() };
+}
+
+/** Connect `clients` users to run.url and wait (≤ 30 s) until all have joined their
+ * rooms; run.t0 is when they started connecting. */
+export async function startUsers(run, clients) {
+  const users = [];
+  for (let i = 0; i < clients; i++) users.push(new User(run, i));
+  const t0 = (run.t0 = Date.now());
+  const until = t0 + 30000;
+  while (users.some((u) => u.joinedRooms.size < u.rooms.length)) {
+    if (Date.now() > until) {
+      for (const u of users) u.socket.close();
+      throw new Error("clients did not all join within 30 s");
+    }
+    await sleep(100);
+  }
+  return users;
+}
+
+/** Steady open-loop sending: `rate` messages per second spread over all users.
+ * Returns the interval (clearInterval stops it). */
+export function startSender(users, rate) {
+  const tickMs = Math.max(10, Math.round(1000 / rate));
+  let next = 0;
+  return setInterval(() => {
+    const u = users[next++ % users.length];
+    u.tick().catch(() => {});
+  }, tickMs);
+}
+
+/**
+ * After the load (the sender stopped): let pending sends finish and everyone resume
+ * (≤ 30 s), send a barrier message per room, then check every acked message against
+ * every member's log and the history, every clientId, and every outage (resume time;
+ * outages over maxResumeMs are matched against nginx's "no live upstreams" seconds in
+ * nginxErrorLog). The users stay connected: the caller closes them.
+ */
+export async function finishAndVerify(run, users, { maxResumeMs = 5000, nginxErrorLog } = {}) {
+  const { stats, t0 } = run;
+  // Let pending sends finish (retries with their clientId) and everyone reconnect.
+  const settle = Date.now() + 30000;
+  while (Date.now() < settle) {
+    const busy = users.filter((u) => u.pending.size || !u.socket.connected || u.joinedRooms.size < u.rooms.length);
+    if (!busy.length) break;
+    for (const u of busy) await u.tick().catch(() => {});
+    await sleep(200);
+  }
+  // A last message per room, then wait until every member has it: a connection gets
+  // a room's messages in id order, so whoever has it has received everything before
+  // it that it is going to receive (no fixed grace period for late deliveries).
+  const members = new Map(run.rooms.map((r) => [r, users.filter((u) => u.rooms.includes(r))]));
+  const barrier = [];
+  for (const room of run.rooms) {
+    const u = members.get(room).find((m) => m.socket.connected && m.joinedRooms.has(room));
+    if (!u) continue; // nobody resumed in this room: the loss check reports it
+    const clientId = `${u.name}-last-${room}`;
+    const item = { room, text: `${clientId} (barrier)`, attempts: [{ at: Date.now(), clientId }] };
+    const ack = await u.socket.timeout(5000).emitWithAck("message:send", { room, text: item.text, clientId }).catch(() => null);
+    if (!ack?.ok) continue;
+    item.ack = ack.message;
+    run.sends.set(clientId, item);
+    run.acked.push({ room, id: ack.message.id, clientId });
+    barrier.push({ room, id: ack.message.id });
+  }
+  const barrierUntil = Date.now() + 15000;
+  while (Date.now() < barrierUntil && barrier.some((b) => members.get(b.room).some((u) => !u.received.get(b.room).includes(b.id)))) {
+    await sleep(100);
+  }
+  run.running = false;
+
+  // ---- verification ----
+  let lost = 0, duplicates = 0, delivered = 0, orderErrors = 0;
+  const lostExamples = [];
+  const dupExamples = [];
+  const ackedByRoom = new Map(run.rooms.map((r) => [r, []]));
+  for (const a of run.acked) ackedByRoom.get(a.room).push(a.id);
+  for (const u of users) {
+    orderErrors += u.outOfOrder;
+    for (const [room, ids] of u.received) {
+      delivered += ids.length;
+      const unique = new Set(ids);
+      duplicates += ids.length - unique.size;
+      if (ids.length !== unique.size) {
+        const seenIds = new Set();
+        for (const id of ids) {
+          if (seenIds.has(id) && dupExamples.length < 5) {
+            dupExamples.push(`${u.name}: ${u.trace.filter((t) => t.includes(` ${id} `)).join(" | ")}`);
+          }
+          seenIds.add(id);
+        }
+      }
+      for (const id of ackedByRoom.get(room)) {
+        if (!unique.has(id)) {
+          lost++;
+          if (lostExamples.length < 5) lostExamples.push(`${u.name} missing ${room} ${id}`);
+        }
+      }
+    }
+  }
+  // History: every acked message, once, in id order. Read it through one client.
+  const reader = users.find((u) => u.socket.connected);
+  let missingInHistory = 0;
+  const histByClientId = new Map(); // clientId -> messages with it in the room histories
+  for (const room of run.rooms) {
+    if (!reader.rooms.includes(room)) await reader.socket.timeout(5000).emitWithAck("room:join", { room, limit: 1 });
+    const hist = [];
+    let before;
+    for (let page = 0; page < 1000; page++) {
+      const ack = await reader.socket.timeout(10000).emitWithAck("message:history", { room, limit: 200, ...(before ? { before } : {}) });
+      hist.unshift(...ack.messages);
+      if (!ack.hasMore || !ack.messages.length) break;
+      before = ack.messages[0].id;
+    }
+    for (let k = 1; k < hist.length; k++) if (cmpId(hist[k - 1].id, hist[k].id) >= 0) orderErrors++;
+    const inHist = new Set(hist.map((m) => m.id));
+    for (const id of ackedByRoom.get(room)) if (!inHist.has(id)) missingInHistory++;
+    for (const m of hist) if (m.clientId) histByClientId.set(m.clientId, (histByClientId.get(m.clientId) ?? 0) + 1);
+    if (new Set(ackedByRoom.get(room)).size !== ackedByRoom.get(room).length) duplicates++;
+  }
+  // Exactly once per clientId: every send (above all those whose ack did not come
+  // and that were resent with the same clientId) must be in the log of every member
+  // of its room once, and in the room's history once.
+  let clientIdMissing = 0, clientIdDuplicated = 0, clientIdNotOnceInHistory = 0;
+  let resent = 0, resentLanded = 0, resentStoredByEarlierTry = 0, resentAfterLostAck = 0;
+  const resentWhy = {};
+  const clientIdExamples = [];
+  for (const [clientId, s] of run.sends) {
+    let ok = true;
+    for (const u of members.get(s.room)) {
+      const n = u.byClientId.get(clientId) ?? 0;
+      if (n === 1) continue;
+      ok = false;
+      if (n === 0) clientIdMissing++;
+      else clientIdDuplicated++;
+      if (clientIdExamples.length < 5) clientIdExamples.push(`${u.name} received ${clientId} ${n} times`);
+    }
+    const h = histByClientId.get(clientId) ?? 0;
+    if (h !== 1) {
+      ok = false;
+      clientIdNotOnceInHistory++;
+      if (clientIdExamples.length < 5) clientIdExamples.push(`${clientId} ${h} times in the history of ${s.room}`);
+    }
+    if (s.attempts.length > 1) {
+      resent++;
+      if (s.attempts.some((a) => a.error === "disconnected" || a.error === "ack_timeout")) resentAfterLostAck++;
+      if (ok && s.ack) resentLanded++;
+      for (const a of s.attempts) if (a.error) resentWhy[a.error] = (resentWhy[a.error] ?? 0) + 1;
+      // The ack of the last try carries the stored message: stored before that try
+      // began means an earlier try was stored but its ack was lost.
+      if (s.ack && s.ack.ts < s.attempts.at(-1).at) resentStoredByEarlierTry++;
+    }
+  }
+  // Outages: finished ones, and any still open at the end (a client that never
+  // resumed counts with its outage so far).
+  const now = Date.now();
+  const outages = [
+    ...users.flatMap((u) => u.resumes.map((o) => ({ user: u.name, ...o }))),
+    ...users.filter((u) => u.outage).map((u) => ({ user: u.name, ms: now - u.outage.start, at: u.outage.start - t0, open: true, ...u.outage })),
+  ].sort((a, b) => b.ms - a.ms);
+  // Outages over the limit, and whether nginx refused every gateway ("no live
+  // upstreams") during them: nginx.conf's passive health check (`max_fails=1
+  // fail_timeout=5s`) takes a gateway back only when a request to it *completes*,
+  // one probe per 5 s, and a websocket probe completes only when that socket closes;
+  // after the rolling restart has marked all three gateways failed, clients get 502
+  // for 5 s or more (see the report in chaos.test.mjs).
+  const noLive = noLiveUpstreamSeconds(nginxErrorLog);
+  const during = (o) => noLive.some((s) => s + 1000 > o.start && s <= o.start + o.ms);
+  const tooLong = outages.filter((o) => o.ms > maxResumeMs);
+  const result = {
+    sent: stats.sent,
+    acked: run.acked.length,
+    unacked: users.reduce((n, u) => n + u.pending.size, 0),
+    expectedDeliveries: run.acked.reduce((n, a) => n + members.get(a.room).length, 0),
+    delivered,
+    lost,
+    duplicates,
+    orderErrors,
+    missingInHistory,
+    truncatedResumes: stats.truncated,
+    failedSendAttempts: stats.failedAttempts,
+    errorCodes: stats.errorCodes,
+    reconnects: outages.length,
+    unresumed: outages.filter((o) => o.open).length,
+    maxResumeMs: outages.length ? outages[0].ms : 0,
+    resumeLimitMs: maxResumeMs,
+    tooLongResumes: tooLong.length,
+    tooLongWithoutNginxRefusing: tooLong.filter((o) => !during(o)).length,
+    nginxNoLiveUpstreams: noLive.length
+      ? `${noLive.length} s between +${((noLive[0] - t0) / 1000).toFixed(0)} s and +${((noLive.at(-1) - t0) / 1000 + 1).toFixed(0)} s`
+      : "never",
+    longestResumes: outages.slice(0, 5).map((o) => `${o.user} ${o.ms} ms from +${(o.at / 1000).toFixed(1)} s${o.open ? " (never resumed)" : ""}, ` +
+      `${o.disconnects} disconnect(s) ${JSON.stringify(o.reasons)}, failed reconnects ${JSON.stringify(tally(o.connectErrors))}`),
+    resent,
+    resentLanded,
+    resentAfterLostAck,
+    resentStoredByEarlierTry,
+    resentWhy,
+    clientIdMissing,
+    clientIdDuplicated,
+    clientIdNotOnceInHistory,
+    clientIdExamples,
+    faults: [],
+    lostExamples,
+    dupExamples,
+  };
+  return result;
+}
+
 export async function runChaos({ clients = 300, seconds = 300, rooms = 8, rate = 50, maxResumeMs = 5000, log = console.log } = {}) {
   const procs = [];
   let nginx, redisDir;
-  const stats = { sent: 0, failedAttempts: 0, reconnectAttempts: 0, truncated: 0, errorCodes: {} };
-  const run = { rooms: Array.from({ length: rooms }, (_, i) => `chaos-${i}`), acked: [], sends: new Map(), stats, running: true, t0: Date.now() };
+  const run = newRun({ rooms });
   const users = [];
   const gwArgs = ["--gateway-ttl-ms", "3000", "--rate-limit", "100", "--rate-burst", "100", "--shutdown-deadline-ms", "5000"];
   try {
@@ -203,22 +415,10 @@ export async function runChaos({ clients = 300, seconds = 300, rooms = 8, rate =
     procs.push(nginx);
     run.url = nginx.url;
 
-    for (let i = 0; i < clients; i++) users.push(new User(run, i));
-    const t0 = (run.t0 = Date.now());
-    const until = t0 + 30000;
-    while (users.some((u) => u.joinedRooms.size < u.rooms.length)) {
-      if (Date.now() > until) throw new Error("clients did not all join within 30 s");
-      await sleep(100);
-    }
+    users.push(...(await startUsers(run, clients)));
+    const t0 = run.t0;
     log(`chaos: ${clients} clients joined ${rooms} rooms in ${Date.now() - t0} ms`);
-
-    // Steady open-loop sending: `rate` messages per second spread over all users.
-    const tickMs = Math.max(10, Math.round(1000 / rate));
-    let next = 0;
-    const sender = setInterval(() => {
-      const u = users[next++ % users.length];
-      u.tick().catch(() => {});
-    }, tickMs);
+    const sender = startSender(users, rate);
 
     const at = (frac) => t0 + 3000 + frac * (seconds * 1000 - 3000);
     const waitUntil = async (t) => { while (Date.now() < t) await sleep(50); };
@@ -268,174 +468,8 @@ export async function runChaos({ clients = 300, seconds = 300, rooms = 8, rate =
     await waitUntil(t0 + seconds * 1000);
     clearInterval(sender);
 
-    // Let pending sends finish (retries with their clientId) and everyone reconnect.
-    const settle = Date.now() + 30000;
-    while (Date.now() < settle) {
-      const busy = users.filter((u) => u.pending.size || !u.socket.connected || u.joinedRooms.size < u.rooms.length);
-      if (!busy.length) break;
-      for (const u of busy) await u.tick().catch(() => {});
-      await sleep(200);
-    }
-    // A last message per room, then wait until every member has it: a connection gets
-    // a room's messages in id order, so whoever has it has received everything before
-    // it that it is going to receive (no fixed grace period for late deliveries).
-    const members = new Map(run.rooms.map((r) => [r, users.filter((u) => u.rooms.includes(r))]));
-    const barrier = [];
-    for (const room of run.rooms) {
-      const u = members.get(room).find((m) => m.socket.connected && m.joinedRooms.has(room));
-      if (!u) continue; // nobody resumed in this room: the loss check reports it
-      const clientId = `${u.name}-last-${room}`;
-      const item = { room, text: `${clientId} (barrier)`, attempts: [{ at: Date.now(), clientId }] };
-      const ack = await u.socket.timeout(5000).emitWithAck("message:send", { room, text: item.text, clientId }).catch(() => null);
-      if (!ack?.ok) continue;
-      item.ack = ack.message;
-      run.sends.set(clientId, item);
-      run.acked.push({ room, id: ack.message.id, clientId });
-      barrier.push({ room, id: ack.message.id });
-    }
-    const barrierUntil = Date.now() + 15000;
-    while (Date.now() < barrierUntil && barrier.some((b) => members.get(b.room).some((u) => !u.received.get(b.room).includes(b.id)))) {
-      await sleep(100);
-    }
-    run.running = false;
-
-    // ---- verification ----
-    let lost = 0, duplicates = 0, delivered = 0, orderErrors = 0;
-    const lostExamples = [];
-    const dupExamples = [];
-    const ackedByRoom = new Map(run.rooms.map((r) => [r, []]));
-    for (const a of run.acked) ackedByRoom.get(a.room).push(a.id);
-    for (const u of users) {
-      orderErrors += u.outOfOrder;
-      for (const [room, ids] of u.received) {
-        delivered += ids.length;
-        const unique = new Set(ids);
-        duplicates += ids.length - unique.size;
-        if (ids.length !== unique.size) {
-          const seenIds = new Set();
-          for (const id of ids) {
-            if (seenIds.has(id) && dupExamples.length < 5) {
-              dupExamples.push(`${u.name}: ${u.trace.filter((t) => t.includes(` ${id} `)).join(" | ")}`);
-            }
-            seenIds.add(id);
-          }
-        }
-        for (const id of ackedByRoom.get(room)) {
-          if (!unique.has(id)) {
-            lost++;
-            if (lostExamples.length < 5) lostExamples.push(`${u.name} missing ${room} ${id}`);
-          }
-        }
-      }
-    }
-    // History: every acked message, once, in id order. Read it through one client.
-    const reader = users.find((u) => u.socket.connected);
-    let missingInHistory = 0;
-    const histByClientId = new Map(); // clientId -> messages with it in the room histories
-    for (const room of run.rooms) {
-      if (!reader.rooms.includes(room)) await reader.socket.timeout(5000).emitWithAck("room:join", { room, limit: 1 });
-      const hist = [];
-      let before;
-      for (let page = 0; page < 1000; page++) {
-        const ack = await reader.socket.timeout(10000).emitWithAck("message:history", { room, limit: 200, ...(before ? { before } : {}) });
-        hist.unshift(...ack.messages);
-        if (!ack.hasMore || !ack.messages.length) break;
-        before = ack.messages[0].id;
-      }
-      for (let k = 1; k < hist.length; k++) if (cmpId(hist[k - 1].id, hist[k].id) >= 0) orderErrors++;
-      const inHist = new Set(hist.map((m) => m.id));
-      for (const id of ackedByRoom.get(room)) if (!inHist.has(id)) missingInHistory++;
-      for (const m of hist) if (m.clientId) histByClientId.set(m.clientId, (histByClientId.get(m.clientId) ?? 0) + 1);
-      if (new Set(ackedByRoom.get(room)).size !== ackedByRoom.get(room).length) duplicates++;
-    }
-    // Exactly once per clientId: every send (above all those whose ack did not come
-    // and that were resent with the same clientId) must be in the log of every member
-    // of its room once, and in the room's history once.
-    let clientIdMissing = 0, clientIdDuplicated = 0, clientIdNotOnceInHistory = 0;
-    let resent = 0, resentLanded = 0, resentStoredByEarlierTry = 0, resentAfterLostAck = 0;
-    const resentWhy = {};
-    const clientIdExamples = [];
-    for (const [clientId, s] of run.sends) {
-      let ok = true;
-      for (const u of members.get(s.room)) {
-        const n = u.byClientId.get(clientId) ?? 0;
-        if (n === 1) continue;
-        ok = false;
-        if (n === 0) clientIdMissing++;
-        else clientIdDuplicated++;
-        if (clientIdExamples.length < 5) clientIdExamples.push(`${u.name} received ${clientId} ${n} times`);
-      }
-      const h = histByClientId.get(clientId) ?? 0;
-      if (h !== 1) {
-        ok = false;
-        clientIdNotOnceInHistory++;
-        if (clientIdExamples.length < 5) clientIdExamples.push(`${clientId} ${h} times in the history of ${s.room}`);
-      }
-      if (s.attempts.length > 1) {
-        resent++;
-        if (s.attempts.some((a) => a.error === "disconnected" || a.error === "ack_timeout")) resentAfterLostAck++;
-        if (ok && s.ack) resentLanded++;
-        for (const a of s.attempts) if (a.error) resentWhy[a.error] = (resentWhy[a.error] ?? 0) + 1;
-        // The ack of the last try carries the stored message: stored before that try
-        // began means an earlier try was stored but its ack was lost.
-        if (s.ack && s.ack.ts < s.attempts.at(-1).at) resentStoredByEarlierTry++;
-      }
-    }
-    // Outages: finished ones, and any still open at the end (a client that never
-    // resumed counts with its outage so far).
-    const now = Date.now();
-    const outages = [
-      ...users.flatMap((u) => u.resumes.map((o) => ({ user: u.name, ...o }))),
-      ...users.filter((u) => u.outage).map((u) => ({ user: u.name, ms: now - u.outage.start, at: u.outage.start - t0, open: true, ...u.outage })),
-    ].sort((a, b) => b.ms - a.ms);
-    // Outages over the limit, and whether nginx refused every gateway ("no live
-    // upstreams") during them: nginx.conf's passive health check (`max_fails=1
-    // fail_timeout=5s`) takes a gateway back only when a request to it *completes*,
-    // one probe per 5 s, and a websocket probe completes only when that socket closes;
-    // after the rolling restart has marked all three gateways failed, clients get 502
-    // for 5 s or more (see the report in chaos.test.mjs).
-    const noLive = noLiveUpstreamSeconds(nginx);
-    const during = (o) => noLive.some((s) => s + 1000 > o.start && s <= o.start + o.ms);
-    const tooLong = outages.filter((o) => o.ms > maxResumeMs);
-    const result = {
-      clients, rooms, seconds, rate,
-      sent: stats.sent,
-      acked: run.acked.length,
-      unacked: users.reduce((n, u) => n + u.pending.size, 0),
-      expectedDeliveries: run.acked.reduce((n, a) => n + members.get(a.room).length, 0),
-      delivered,
-      lost,
-      duplicates,
-      orderErrors,
-      missingInHistory,
-      truncatedResumes: stats.truncated,
-      failedSendAttempts: stats.failedAttempts,
-      errorCodes: stats.errorCodes,
-      reconnects: outages.length,
-      unresumed: outages.filter((o) => o.open).length,
-      maxResumeMs: outages.length ? outages[0].ms : 0,
-      resumeLimitMs: maxResumeMs,
-      tooLongResumes: tooLong.length,
-      tooLongWithoutNginxRefusing: tooLong.filter((o) => !during(o)).length,
-      nginxNoLiveUpstreams: noLive.length
-        ? `${noLive.length} s between +${((noLive[0] - t0) / 1000).toFixed(0)} s and +${((noLive.at(-1) - t0) / 1000 + 1).toFixed(0)} s`
-        : "never",
-      longestResumes: outages.slice(0, 5).map((o) => `${o.user} ${o.ms} ms from +${(o.at / 1000).toFixed(1)} s${o.open ? " (never resumed)" : ""}, ` +
-        `${o.disconnects} disconnect(s) ${JSON.stringify(o.reasons)}, failed reconnects ${JSON.stringify(tally(o.connectErrors))}`),
-      resent,
-      resentLanded,
-      resentAfterLostAck,
-      resentStoredByEarlierTry,
-      resentWhy,
-      clientIdMissing,
-      clientIdDuplicated,
-      clientIdNotOnceInHistory,
-      clientIdExamples,
-      faults,
-      lostExamples,
-      dupExamples,
-    };
-    return result;
+    const result = await finishAndVerify(run, users, { maxResumeMs, nginxErrorLog: path.join(nginx.prefix, "logs", "error.log") });
+    return { clients, rooms, seconds, rate, ...result, faults };
   } finally {
     run.running = false;
     for (const u of users) u.socket.close();
