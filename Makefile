@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIND ?= 127.0.0.1:3000
 
-.PHONY: chaos test-chaos soak test-soak loadtest loadtest-smoke bench-smoke run build test test-rust test-node test-node-redis test-python test-cluster test-browser lint fmt bench cluster check-deploy clean
+.PHONY: chaos test-chaos soak test-soak loadtest loadtest-smoke bench-smoke run build test test-rust test-node test-node-redis test-python test-cluster test-rolling test-browser lint fmt bench cluster check-deploy clean
 
 ## Run the server with the embedded backend and the web UI on http://$(BIND)/
 run:
@@ -20,7 +20,7 @@ build:
 ## Every test: Rust unit/conformance/integration, socket.io-client suite, browser test
 test: build
 	scripts/deps.sh test
-	$(MAKE) check-deploy test-rust test-node test-node-redis test-python test-cluster test-chaos test-soak loadtest-smoke bench-smoke test-browser
+	$(MAKE) check-deploy test-rust test-node test-node-redis test-python test-cluster test-rolling test-chaos test-soak loadtest-smoke bench-smoke test-browser
 
 test-rust:
 	$(CARGO) test --workspace
@@ -36,9 +36,13 @@ test-node-redis:
 test-python:
 	python3 tests/python/client_test.py
 
-## Real cluster: redis-server, three gateways, nginx (tests/cluster/)
+## Real cluster: redis-server, three gateways, nginx (tests/cluster/; rolling.test.mjs runs in test-rolling)
 test-cluster:
-	node --test --test-concurrency=1 tests/cluster/
+	node --test --test-concurrency=1 $(filter-out tests/cluster/rolling.test.mjs,$(wildcard tests/cluster/*.test.mjs))
+
+## Rolling restart under load (~20 s): deploy/local-cluster.sh on free ports, 100 users through nginx, scripts/rolling-restart.sh; 0 lost, 0 duplicates, all resumed
+test-rolling:
+	ulimit -n $$(ulimit -Hn) && node --test tests/cluster/rolling.test.mjs
 
 test-browser:
 	node --test --test-concurrency=1 tests/browser/
