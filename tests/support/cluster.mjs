@@ -48,7 +48,7 @@ export async function waitForPort(port, timeoutMs = 10000) {
 }
 
 /** A child process we own: stop() sends a signal and waits for its exit. */
-class Proc {
+export class Proc {
   constructor(name, cmd, args, opts = {}) {
     this.name = name;
     this.log = "";
