@@ -164,7 +164,6 @@ class SoakUser {
     this.readySpans = []; // [from, to] while ready
     this.disconnectedAt = null;
     this.resumes = []; // ms from the disconnect (a planned one: from connect()) to resumed
-    this.unresumed = 0;
     this.liveMax = new Map(); // room -> greatest live id on this connection
     this.dmsReceived = new Map(); // dm key -> "live" | "catchup"
     this.dmLiveThisConn = new Set();
@@ -823,7 +822,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const startedAt = new Date().toISOString();
   const r = await runSoak({ minutes: arg("minutes", 30), users: arg("users", 60), rate: arg("rate", 15), rooms: arg("rooms", 12), warmup: arg("warmup", 0.2) });
   printResult(r);
-  console.log(JSON.stringify({ startedAt, endedAt: new Date().toISOString(), checkout: commit, bin: process.env.CONFAB_BIN ?? null, ...r }));
+  console.log(JSON.stringify({ startedAt, endedAt: new Date().toISOString(), scriptCheckout: commit, bin: process.env.CONFAB_BIN ?? null, ...r }));
   const bad = verdict(r);
   for (const b of bad) console.log(`soak: FAILED: ${b}`);
   if (!bad.length) console.log("soak: passed");
