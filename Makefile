@@ -59,7 +59,7 @@ cluster:
 	$(CARGO) build --release -p confab
 	deploy/local-cluster.sh
 
-## Offline checks of the deploy files (compose schema, nginx syntax, Prometheus config)
+## Offline checks of the deploy files (compose schema, nginx syntax, Prometheus config, alert rules and their unit tests, Grafana dashboards)
 check-deploy:
 	scripts/check-deploy.sh
 
