@@ -7,6 +7,8 @@
 // SIGTERM, restarted by the cluster's supervisor and waited for on /readyz.
 // Asserts 0 lost, 0 duplicates, every send acked exactly once, every client resumed;
 // reports the longest resume (first disconnect to the last join ack of the resume).
+// A second, short test checks the supervisor's bound: a gateway killed again after
+// RESTART_MAX restarts within RESTART_WINDOW_S is given up while the rest runs on.
 //   node --test tests/cluster/rolling.test.mjs        (make test-rolling)
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -52,6 +54,16 @@ function statePids(state) {
   return pids;
 }
 
+/** Whether the gateway's internal listener answers /readyz with 200. */
+async function ready(port) {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(2000) });
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}
+
 const alive = (pid) => {
   try {
     process.kill(pid, 0);
@@ -61,43 +73,73 @@ const alive = (pid) => {
   }
 };
 
-test("rolling restart of the local cluster under load: nothing lost, nothing twice, everyone resumed", { timeout: 180000 }, async (t) => {
-  const ports = {};
-  for (const k of ["REDIS_PORT", "HTTP_PORT", "HTTPS_PORT", "g1", "g2", "g3", "i1", "i2", "i3"]) ports[k] = await freePort();
+/**
+ * Start deploy/local-cluster.sh with `gateways` gateways, every port free, and wait
+ * for "local-cluster: up". `seen` collects every PID the state directory ever named;
+ * stop() sends SIGTERM (Ctrl-C's equivalent), waits, and returns the PIDs still alive
+ * (killed then); the state directory is removed when `keep` is false.
+ */
+async function startCluster({ gateways = 3, env = {} } = {}) {
+  const ports = { redis: await freePort(), http: await freePort(), https: await freePort(), gw: [], internal: [] };
+  for (let n = 0; n < gateways; n++) {
+    ports.gw.push(await freePort());
+    ports.internal.push(await freePort());
+  }
   const state = mkdtempSync(path.join(tmpdir(), "confab-rolling-"));
-  const env = testEnv({
-    CONFAB_BIN: confabBin(),
-    CLUSTER_STATE: state,
-    REDIS_PORT: String(ports.REDIS_PORT),
-    HTTP_PORT: String(ports.HTTP_PORT),
-    HTTPS_PORT: String(ports.HTTPS_PORT),
-    GATEWAY_PORTS: `${ports.g1} ${ports.g2} ${ports.g3}`,
-    INTERNAL_PORTS: `${ports.i1} ${ports.i2} ${ports.i3}`,
-    // As in the chaos test: a short drain deadline and heartbeat TTL, and a per-socket
-    // event rate that resumes and resends stay under.
-    CONFAB_SHUTDOWN_DEADLINE_MS: "5000",
-    CONFAB_GATEWAY_TTL_MS: "3000",
-    CONFAB_RATE_LIMIT: "100",
-    CONFAB_RATE_BURST: "100",
-    CONFAB_THREADS: "1",
+  const cluster = run("bash", [path.join(root, "deploy", "local-cluster.sh")], {
+    cwd: root,
+    env: testEnv({
+      CONFAB_BIN: confabBin(),
+      CLUSTER_STATE: state,
+      REDIS_PORT: String(ports.redis),
+      HTTP_PORT: String(ports.http),
+      HTTPS_PORT: String(ports.https),
+      GATEWAY_PORTS: ports.gw.join(" "),
+      INTERNAL_PORTS: ports.internal.join(" "),
+      CONFAB_THREADS: "1",
+      ...env,
+    }),
   });
-  const cluster = run("bash", [path.join(root, "deploy", "local-cluster.sh")], { cwd: root, env });
-  const seen = new Set(); // every PID the cluster ever had, to check none survives
+  const seen = new Set();
+  const record = () => Object.values(statePids(state)).forEach((p) => seen.add(p));
+  const stop = async ({ keep = false } = {}) => {
+    record();
+    if (cluster.running()) cluster.child.kill("SIGTERM");
+    const timer = setTimeout(() => cluster.running() && cluster.child.kill("SIGKILL"), 40000);
+    await cluster.exited;
+    clearTimeout(timer);
+    const survivors = [...seen].filter(alive);
+    for (const pid of survivors) process.kill(pid, "SIGKILL");
+    if (keep) console.log(`rolling: logs kept in ${state}`);
+    else rmSync(state, { recursive: true, force: true });
+    return survivors;
+  };
+  const until = Date.now() + 60000;
+  while (!/local-cluster: up/.test(cluster.out)) {
+    if (!cluster.running() || Date.now() > until) {
+      await stop({ keep: true });
+      throw new Error(`local-cluster.sh ${cluster.running() ? "not up within 60 s" : "exited early"}:\n${cluster.out}`);
+    }
+    await sleep(100);
+  }
+  record();
+  return { cluster, state, ports, record, stop };
+}
+
+test("rolling restart of the local cluster under load: nothing lost, nothing twice, everyone resumed", { timeout: 180000 }, async (t) => {
+  // As in the chaos test: a short drain deadline and heartbeat TTL, and a per-socket
+  // event rate that resumes and resends stay under.
+  const { cluster, state, ports, record, stop } = await startCluster({
+    env: { CONFAB_SHUTDOWN_DEADLINE_MS: "5000", CONFAB_GATEWAY_TTL_MS: "3000", CONFAB_RATE_LIMIT: "100", CONFAB_RATE_BURST: "100" },
+  });
   const users = [];
   let ok = false;
   try {
-    const until = Date.now() + 60000;
-    while (!/local-cluster: up/.test(cluster.out)) {
-      if (!cluster.running()) throw new Error(`local-cluster.sh exited early:\n${cluster.out}`);
-      if (Date.now() > until) throw new Error(`local-cluster.sh not up within 60 s:\n${cluster.out}`);
-      await sleep(100);
-    }
     const before = statePids(state);
-    Object.values(before).forEach((p) => seen.add(p));
     assert.equal(Object.keys(before).length, 5, `the state directory lists every PID: ${JSON.stringify(before)}`);
 
     const r0 = newRun({ rooms: ROOMS });
-    r0.url = `http://127.0.0.1:${ports.HTTP_PORT}`;
+    r0.url = `http://127.0.0.1:${ports.http}`;
     users.push(...(await startUsers(r0, CLIENTS)));
     const sender = startSender(users, RATE);
     await sleep(5000);
@@ -113,7 +155,7 @@ test("rolling restart of the local cluster under load: nothing lost, nothing twi
     clearInterval(sender);
 
     const after = statePids(state);
-    Object.values(after).forEach((p) => seen.add(p));
+    record();
     const r = await finishAndVerify(r0, users, { maxResumeMs: MAX_RESUME_MS, nginxErrorLog: path.join(state, "nginx", "logs", "error.log") });
     printResult({ ...r, faults: [`rolling restart of 3 gateways (+${((startedAt - r0.t0) / 1000).toFixed(1)} s, ${(rollingMs / 1000).toFixed(1)} s)`] });
     const supervisorLines = cluster.out.split("\n").filter((l) => /gateway gw\d (exited|restarted)/.test(l));
@@ -162,16 +204,40 @@ test("rolling restart of the local cluster under load: nothing lost, nothing twi
     ok = true;
   } finally {
     for (const u of users) u.socket.close();
-    Object.values(statePids(state)).forEach((p) => seen.add(p));
     // Ctrl-C's equivalent: the script stops exactly what it started.
-    if (cluster.running()) cluster.child.kill("SIGTERM");
-    const stopTimer = setTimeout(() => cluster.running() && cluster.child.kill("SIGKILL"), 40000);
-    await cluster.exited;
-    clearTimeout(stopTimer);
-    const survivors = [...seen].filter(alive);
-    for (const pid of survivors) process.kill(pid, "SIGKILL");
-    if (ok) rmSync(state, { recursive: true, force: true });
-    else console.log(`rolling: logs kept in ${state}`);
+    const survivors = await stop({ keep: !ok });
+    assert.deepEqual(survivors, [], "local-cluster.sh stopped every process it started");
+  }
+});
+
+test("the supervisor restarts a killed gateway on its port, gives up after RESTART_MAX restarts in the window, and keeps the rest running", { timeout: 90000 }, async () => {
+  const { cluster, state, ports, stop } = await startCluster({ gateways: 2, env: { RESTART_MAX: "1", RESTART_WINDOW_S: "60" } });
+  let ok = false;
+  try {
+    const first = statePids(state).gw1;
+    process.kill(first, "SIGKILL");
+    const until = Date.now() + 20000;
+    let second;
+    while (!(second = statePids(state).gw1) || second === first || !(await ready(ports.internal[0]))) {
+      assert.ok(Date.now() < until, `gw1 not restarted and ready within 20 s:\n${cluster.out}`);
+      await sleep(100);
+    }
+    assert.match(cluster.out, /gateway gw1 exited \(status 137, KILL\), restarting in 1 s/);
+    process.kill(second, "SIGKILL");
+    while (!/gateway gw1 exited \(status 137, KILL\) after 1 restarts within 60 s; giving up on it/.test(cluster.out)) {
+      assert.ok(Date.now() < until, `no give-up within 20 s:\n${cluster.out}`);
+      await sleep(100);
+    }
+    const left = statePids(state);
+    assert.equal(left.gw1, undefined, "gw1.pid removed once given up");
+    assert.ok(alive(left.gw2) && alive(left.redis) && alive(left.nginx), "gw2, Redis and nginx keep running");
+    assert.ok(cluster.running(), "the cluster keeps running");
+    assert.ok(await ready(ports.internal[1]), "gw2 is ready");
+    const page = await fetch(`http://127.0.0.1:${ports.http}/healthz`);
+    assert.equal(page.status, 200, "nginx still serves through gw2");
+    ok = true;
+  } finally {
+    const survivors = await stop({ keep: !ok });
     assert.deepEqual(survivors, [], "local-cluster.sh stopped every process it started");
   }
 });
