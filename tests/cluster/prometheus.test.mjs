@@ -50,9 +50,11 @@ function dashboardQueries() {
   return out;
 }
 
-/** The metric names crates/confab-gateway/src/metrics.rs defines. */
+/** The metric names the gateway (crates/confab-gateway/src/metrics.rs) and the Redis
+ * backend (crates/confab-backend/src/redis_backend/mod.rs) define. */
 function definedMetrics() {
-  const src = readFileSync(path.join(root, "crates", "confab-gateway", "src", "metrics.rs"), "utf8");
+  const files = [["confab-gateway", "src", "metrics.rs"], ["confab-backend", "src", "redis_backend", "mod.rs"]];
+  const src = files.map((f) => readFileSync(path.join(root, "crates", ...f), "utf8")).join("\n");
   return new Set([...src.matchAll(/pub const \w+: &str = "(confab_\w+)";/g)].map((m) => m[1]));
 }
 
@@ -220,7 +222,7 @@ test("a real Prometheus scrapes three gateways: targets up, rules loaded, every 
     const rules = readFileSync(path.join(root, "deploy", "prometheus", "confab.rules.yml"), "utf8");
     const queries = dashboardQueries();
     for (const name of new Set([...queries.flatMap((q) => namesIn(q.expr)), ...namesIn(rules)])) {
-      assert.ok(defined.has(name) || NEW_METRICS.includes(name), `${name} is not a metric of crates/confab-gateway/src/metrics.rs`);
+      assert.ok(defined.has(name) || NEW_METRICS.includes(name), `${name} is not a metric defined in metrics.rs or redis_backend/mod.rs`);
     }
 
     // The gateway label (when the binary sets it): $gateway's values are the three ids.
@@ -278,8 +280,9 @@ test("a real Prometheus scrapes three gateways: targets up, rules loaded, every 
     assert.ok(!alerts.some((a) => a.startsWith("ConfabGatewayDown")), JSON.stringify(alerts));
     t.diagnostic(`rules: ${ruleNames.length} loaded, evaluated ok; alerts active: ${alerts.join(", ") || "none"}`);
 
-    // Redis down: ConfabRedisDown's expression (every up gateway answering
-    // `unavailable`) turns true once Redis is stopped and the users keep sending.
+    // Redis down: ConfabRedisDown's expression (every up gateway reporting
+    // confab_redis_up 0) turns true once Redis is stopped (the users keep sending:
+    // they get `unavailable`).
     const redisDownExpr = rules.match(/- alert: ConfabRedisDown\n\s*expr: \|\n((?:\s{10}.*\n)+)/)?.[1];
     assert.ok(redisDownExpr, "ConfabRedisDown's expr in confab.rules.yml");
     assert.equal((await query(base, redisDownExpr)).result.length, 0, "ConfabRedisDown true while Redis is up");

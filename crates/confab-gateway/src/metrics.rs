@@ -29,6 +29,7 @@ pub const PANICS: &str = "confab_panics_total";
 
 /// Register help texts (call once at start-up, after installing the recorder).
 pub fn describe() {
+    confab_backend::redis_backend::describe_metrics();
     describe_gauge!(
         CONNECTIONS,
         "Socket.IO connections currently open on this gateway"

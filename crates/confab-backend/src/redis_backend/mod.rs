@@ -141,13 +141,21 @@ impl Shared {
         &self,
         fut: impl Future<Output = Result<T, BackendError>>,
     ) -> Result<T, BackendError> {
-        match tokio::time::timeout(self.cfg.command_timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(BackendError::Unavailable(format!(
-                "redis did not answer within {:?}",
-                self.cfg.command_timeout
-            ))),
-        }
+        let started = std::time::Instant::now();
+        let (outcome, r) = match tokio::time::timeout(self.cfg.command_timeout, fut).await {
+            Ok(Ok(v)) => ("ok", Ok(v)),
+            Ok(Err(e)) => ("error", Err(e)),
+            Err(_) => (
+                "timeout",
+                Err(BackendError::Unavailable(format!(
+                    "redis did not answer within {:?}",
+                    self.cfg.command_timeout
+                ))),
+            ),
+        };
+        metrics::histogram!(REDIS_COMMAND_SECONDS, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        r
     }
 
     async fn query<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BackendError> {
@@ -462,6 +470,26 @@ fn random_id() -> String {
     h.write_u64(crate::now_ms());
     h.write_u32(std::process::id());
     format!("{:016x}", h.finish())
+}
+
+/// Round trip of every Redis command, script and pipeline (pool wait included), by
+/// outcome (`ok`, `error`, `timeout`).
+pub const REDIS_COMMAND_SECONDS: &str = "confab_redis_command_seconds";
+/// 1 while the pub/sub connection is up and answered its last health check
+/// (every `health_interval`), else 0.
+pub const REDIS_UP: &str = "confab_redis_up";
+
+/// Describe this backend's metrics (call once, after installing the recorder).
+pub fn describe_metrics() {
+    metrics::describe_histogram!(
+        REDIS_COMMAND_SECONDS,
+        metrics::Unit::Seconds,
+        "Round trip of Redis commands, scripts and pipelines (pool wait included), by outcome (ok, error, timeout)"
+    );
+    metrics::describe_gauge!(
+        REDIS_UP,
+        "1 while this gateway's Redis pub/sub connection is up and answered its last health check (every second), else 0"
+    );
 }
 
 /// One gateway's handle on a Redis-backed cluster.

@@ -138,6 +138,7 @@ pub(crate) async fn run_reader(
                     c
                 }
                 Err(e) => {
+                    metrics::gauge!(super::REDIS_UP).set(0.0);
                     tracing::warn!(error = %e, "redis pub/sub reconnect failed; retrying in {backoff:?}");
                     if !sleep_or_cancel(&shared, backoff).await {
                         return;
@@ -165,9 +166,11 @@ pub(crate) async fn run_reader(
                         tracing::warn!(error = %e, "redis pub/sub health check failed");
                         break;
                     }
+                    metrics::gauge!(super::REDIS_UP).set(1.0);
                 }
             }
         }
+        metrics::gauge!(super::REDIS_UP).set(0.0);
         shared.connected.store(false, Ordering::SeqCst);
         // What already arrived is still delivered (catch-up would re-read it anyway).
         while let Some(Some(msg)) = stream.next().now_or_never() {
