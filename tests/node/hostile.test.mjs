@@ -748,17 +748,25 @@ test("event: room:join with since u64::MAX → ok, no messages", T, async () => 
   await main.close(s);
 });
 
-test("event: a lone surrogate in a message (half an emoji) → invalid_text or closed, never stored", T, async (t) => {
+test("event: a lone surrogate in a message (half an emoji) → invalid_text, the socket stays, never stored", T, async (t) => {
   const name = uname("sur");
   const s = await main.connect(name, { transports: ["websocket"] });
   const gone = new Promise((res) => s.once("disconnect", res));
-  const res = await Promise.race([call(s, "message:send", { room: "general", text: "a\uD800b" }, 3000).catch((e) => e), gone.then((r) => `disconnect: ${r}`)]);
-  t.diagnostic(`answer: ${JSON.stringify(res)}`);
-  if (typeof res === "string") assert.match(res, /^disconnect/);
-  else assertError(res, "invalid_text");
+  for (const text of ["a\uD800b", "\uDE00", "x\uD83D"]) {
+    const res = await Promise.race([call(s, "message:send", { room: "general", text }, 3000).catch((e) => e), gone.then((r) => `disconnect: ${r}`)]);
+    t.diagnostic(`answer: ${JSON.stringify(res)}`);
+    assertError(res, "invalid_text");
+    assert.match(res.error.message, /lone UTF-16 surrogate/);
+  }
+  // A whole emoji (a valid pair) is fine, and the socket is still there.
+  assert.ok(s.connected);
+  assertOk(await call(s, "room:join", { room: "general" }));
+  assertOk(await call(s, "message:send", { room: "general", text: "whole 😀" }));
   const v = await main.connect(uname("sur2"), { transports: ["websocket"] });
+  assertOk(await call(v, "room:join", { room: "general" }));
   const hist = assertOk(await call(v, "message:history", { room: "general", limit: 200 }));
-  assert.ok(!hist.messages.some((m) => m.fromId === name), "nothing stored");
+  const mine = hist.messages.filter((m) => m.fromId === name).map((m) => m.text);
+  assert.deepEqual(mine, ["whole 😀"], "only the whole emoji was stored");
   await main.close(s);
   await main.close(v);
 });

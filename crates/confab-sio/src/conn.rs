@@ -569,7 +569,17 @@ impl Conn {
         let size = data.len() + attachments.iter().map(Bytes::len).sum::<usize>();
         match kind {
             sio::Kind::Event | sio::Kind::BinaryEvent => {
-                let (name, args) = sio::parse_event(data)?;
+                let ((name, args), lone_surrogates) = match sio::parse_event(data) {
+                    Ok(parsed) => (parsed, false),
+                    // Valid JSON to a browser, not to serde_json: let the handler
+                    // say so instead of closing the connection.
+                    Err(e) => match sio::replace_lone_surrogates(data)
+                        .and_then(|d| sio::parse_event(&d).ok())
+                    {
+                        Some(parsed) => (parsed, true),
+                        None => return Err(e.into()),
+                    },
+                };
                 if let Some((socket, handler)) = found {
                     let ev = Event {
                         name,
@@ -577,6 +587,7 @@ impl Conn {
                         attachments,
                         ack,
                         size,
+                        lone_surrogates,
                     };
                     handler.event(&socket, ev);
                 }

@@ -173,6 +173,53 @@ pub fn parse_event(data: &str) -> Result<(String, Vec<Value>), DecodeError> {
     }
 }
 
+/// `data` with every `\uD800`–`\uDFFF` escape that is not one half of a valid pair
+/// replaced by `\uFFFD`, or `None` when it has none. JavaScript strings may hold
+/// a lone surrogate (half an emoji cut by `slice`), which `JSON.stringify` writes as
+/// such an escape; it is not valid JSON text to serde_json (nor Unicode), so the
+/// caller can tell the client precisely instead of dropping the connection.
+pub fn replace_lone_surrogates(data: &str) -> Option<String> {
+    fn hex4(b: &[u8]) -> Option<u32> {
+        std::str::from_utf8(b.get(..4)?)
+            .ok()
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+    }
+    let b = data.as_bytes();
+    let (mut out, mut last, mut i) = (String::new(), 0, 0);
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        if b.get(i + 1) != Some(&b'u') {
+            i += 2; // an escape of one character (`\\`, `\"`, ...)
+            continue;
+        }
+        let Some(cp) = hex4(&b[(i + 2).min(b.len())..]) else {
+            i += 2;
+            continue;
+        };
+        let low_follows = || {
+            b.get(i + 6..i + 8) == Some(b"\\u".as_slice())
+                && hex4(&b[i + 8..]).is_some_and(|c| (0xDC00..0xE000).contains(&c))
+        };
+        if (0xD800..0xDC00).contains(&cp) && low_follows() {
+            i += 12; // a valid pair
+        } else if (0xD800..0xE000).contains(&cp) {
+            out.push_str(&data[last..i]);
+            out.push_str("\\ufffd");
+            i += 6;
+            last = i;
+        } else {
+            i += 6;
+        }
+    }
+    (last > 0).then(|| {
+        out.push_str(&data[last..]);
+        out
+    })
+}
+
 /// The arguments of an ack (a JSON array).
 pub fn parse_args(data: &str) -> Result<Vec<Value>, DecodeError> {
     serde_json::from_str::<Vec<Value>>(data).map_err(|_| DecodeError("payload is not a JSON array"))
@@ -303,6 +350,35 @@ pub fn disconnect(ns: &str) -> Frame {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn lone_surrogates_are_replaced_and_pairs_kept() {
+        let r = |s: &str| replace_lone_surrogates(s);
+        assert_eq!(r(r#"["m",{"text":"ok"}]"#), None);
+        // A valid pair (an emoji) is left alone.
+        assert_eq!(r(r#"["m","\ud83d\ude00"]"#), None);
+        // Half of it, either half, anywhere; escaped backslashes are not escapes.
+        assert_eq!(
+            r(r#"["m","a\ud83d"]"#).as_deref(),
+            Some(r#"["m","a\ufffd"]"#)
+        );
+        assert_eq!(
+            r(r#"["m","\ude00b\\ud800"]"#).as_deref(),
+            Some(r#"["m","\ufffdb\\ud800"]"#)
+        );
+        assert_eq!(
+            r(r#"["m","\uD800\u0041"]"#).as_deref(),
+            Some(r#"["m","\ufffd\u0041"]"#)
+        );
+        // What serde_json refused before parses after.
+        let bad = r#"["message:send",{"text":"x\ud800"}]"#;
+        assert!(parse_event(bad).is_err());
+        assert!(parse_event(&r(bad).unwrap()).is_ok());
+        // Truncated escapes do not panic.
+        for s in [r#"\u"#, r#"\ud8"#, r#"\ud800\u"#, r#"\ud800\udc"#, "\\"] {
+            let _ = r(s);
+        }
+    }
 
     fn text(f: &Frame) -> &str {
         match f {

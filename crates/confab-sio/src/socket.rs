@@ -76,6 +76,10 @@ pub struct Event {
     pub ack: Option<u64>,
     /// Bytes of the packet's JSON plus its attachments.
     pub size: usize,
+    /// The JSON held lone UTF-16 surrogate escapes (`"\ud800"`, half a character):
+    /// they were replaced by U+FFFD to decode the event at all; refuse it rather
+    /// than act on the altered text.
+    pub lone_surrogates: bool,
 }
 
 /// Accepts sockets into one namespace.
