@@ -21,6 +21,7 @@ pub struct Node {
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn Presence>,
     pub access: Arc<dyn crate::Access>,
+    pub status: Arc<dyn crate::Status>,
     pub events: EventReceiver,
 }
 
@@ -1246,6 +1247,82 @@ pub async fn rate_limits_hold_across_nodes(c: &dyn Cluster) {
     assert!(n1.access.rate_take(&[]).await.unwrap().is_ok());
 }
 
+/// Gateway status reports are shared by every node, stamped by the backend, and
+/// a report older than the asked age is left out and removed; the backend
+/// describes its health.
+pub async fn gateway_status_is_shared(c: &dyn Cluster) {
+    use confab_core::protocol::{GatewayStatus, RoomTraffic};
+    let n1 = c.node().await;
+    let n2 = c.node().await;
+    let (id1, id2) = (n1.status.node_id(), n2.status.node_id());
+    assert_ne!(id1, id2, "each node reports under its own id");
+    let report = |id: &str, connections| GatewayStatus {
+        id: id.to_owned(),
+        started_at: 1,
+        updated_at: 0,
+        uptime_s: 0,
+        connections,
+        rooms: 2,
+        msgs_per_sec: 1.5,
+        lag_ms: 3,
+        version: "test".into(),
+        top_rooms: vec![RoomTraffic {
+            room: "r".into(),
+            messages: 9,
+        }],
+    };
+    let long = Duration::from_secs(60);
+    let stamped = n1
+        .status
+        .put_gateway_status(&report(&id1, 1))
+        .await
+        .unwrap();
+    assert!(stamped > 0);
+    n1.status
+        .put_gateway_status(&report(&id1, 4))
+        .await
+        .unwrap();
+    n2.status
+        .put_gateway_status(&report(&id2, 5))
+        .await
+        .unwrap();
+    let (seen, total) = n2.status.gateway_statuses(long, 100).await.unwrap();
+    let mine: Vec<&GatewayStatus> = seen.iter().filter(|s| s.id == id1 || s.id == id2).collect();
+    assert_eq!(mine.len(), 2, "{seen:?}");
+    assert!(total >= 2);
+    let one = mine.iter().find(|s| s.id == id1).unwrap();
+    assert_eq!(
+        one.connections, 4,
+        "a report replaces the node's previous one"
+    );
+    assert!(one.updated_at >= stamped);
+    assert_eq!(one.top_rooms, report(&id1, 4).top_rooms);
+    assert_eq!(one.msgs_per_sec, 1.5);
+    let (first, _) = n1.status.gateway_statuses(long, 1).await.unwrap();
+    assert_eq!(first.len(), 1, "bounded by limit");
+    // Stale reports are left out, and removed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    n2.status
+        .put_gateway_status(&report(&id2, 6))
+        .await
+        .unwrap();
+    let (fresh, _) = n1
+        .status
+        .gateway_statuses(Duration::from_millis(200), 100)
+        .await
+        .unwrap();
+    assert!(fresh.iter().all(|s| s.id != id1), "{fresh:?}");
+    assert!(fresh.iter().any(|s| s.id == id2 && s.connections == 6));
+    let (later, _) = n1.status.gateway_statuses(long, 100).await.unwrap();
+    assert!(
+        later.iter().all(|s| s.id != id1),
+        "the stale report was removed"
+    );
+    let b = n1.status.backend_status().await;
+    assert!(b.healthy, "{b:?}");
+    assert!(!b.kind.is_empty());
+}
+
 /// The backend reports ready when it can serve.
 pub async fn ready_when_serving(c: &dyn Cluster) {
     let n = c.node().await;
@@ -1289,6 +1366,7 @@ macro_rules! conformance_tests {
             user_signals_reach_the_users_nodes,
             access_is_shared,
             rate_limits_hold_across_nodes,
+            gateway_status_is_shared,
             ready_when_serving
         );
         #[test]

@@ -9,6 +9,8 @@
 //!   display-name reservations.
 //! - [`Access`]: room metadata (private and announcement rooms), roles, sanctions
 //!   and the moderation audit log.
+//! - [`Status`]: the gateways' status reports and the backend's health, for the
+//!   admin status page.
 //!
 //! Each node (gateway) receives the events of the topics it subscribed to on one
 //! [`EventReceiver`], in publish order per topic. [`memory`] implements every
@@ -20,9 +22,11 @@ pub mod access;
 pub mod conformance;
 pub mod memory;
 pub mod redis_backend;
+pub mod status;
 mod types;
 
 pub use access::{Access, AuditEntry, RateBucket, RoomMeta, SanctionKind, FOREVER};
+pub use status::Status;
 pub use types::*;
 
 use async_trait::async_trait;

@@ -239,6 +239,8 @@ pub struct MemoryHub {
     logs: Mutex<Logs>,
     presence: Mutex<PresenceState>,
     access: Mutex<AccessState>,
+    /// The gateways' status reports, by node id (see [`crate::Status`]).
+    gateway_status: Mutex<HashMap<String, confab_core::protocol::GatewayStatus>>,
     next_node: AtomicU64,
 }
 
@@ -249,6 +251,7 @@ impl MemoryHub {
             logs: Mutex::new(Logs::default()),
             presence: Mutex::new(PresenceState::default()),
             access: Mutex::new(AccessState::default()),
+            gateway_status: Mutex::new(HashMap::new()),
             next_node: AtomicU64::new(1),
         })
     }
@@ -1001,6 +1004,54 @@ impl Access for MemoryNode {
             .take(limit)
             .cloned()
             .collect())
+    }
+}
+
+#[async_trait]
+impl crate::Status for MemoryNode {
+    fn node_id(&self) -> String {
+        match self.id {
+            1 => "embedded".to_owned(),
+            n => format!("embedded-{n}"),
+        }
+    }
+
+    async fn put_gateway_status(
+        &self,
+        status: &confab_core::protocol::GatewayStatus,
+    ) -> Result<u64, BackendError> {
+        let now = now_ms();
+        let mut stored = status.clone();
+        stored.updated_at = now;
+        self.hub
+            .gateway_status
+            .lock()
+            .insert(stored.id.clone(), stored);
+        Ok(now)
+    }
+
+    async fn gateway_statuses(
+        &self,
+        max_age: Duration,
+        limit: usize,
+    ) -> Result<(Vec<confab_core::protocol::GatewayStatus>, usize), BackendError> {
+        let cutoff = now_ms().saturating_sub(max_age.as_millis() as u64);
+        let mut all = self.hub.gateway_status.lock();
+        all.retain(|_, s| s.updated_at >= cutoff);
+        let mut out: Vec<_> = all.values().cloned().collect();
+        drop(all);
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        let total = out.len();
+        out.truncate(limit);
+        Ok((out, total))
+    }
+
+    async fn backend_status(&self) -> confab_core::protocol::BackendStatus {
+        confab_core::protocol::BackendStatus {
+            kind: "embedded".into(),
+            healthy: true,
+            ..Default::default()
+        }
     }
 }
 

@@ -15,7 +15,8 @@ impl Cluster for MemoryCluster {
         Node {
             broker: node.clone(),
             presence: node.clone(),
-            access: node,
+            access: node.clone(),
+            status: node,
             events,
         }
     }

@@ -135,7 +135,8 @@ impl Cluster for RedisCluster {
         Node {
             broker: n.clone(),
             presence: n.clone(),
-            access: n,
+            access: n.clone(),
+            status: n,
             events,
         }
     }

@@ -83,6 +83,8 @@ pub mod event {
     pub const MOD_UNBAN: &str = "mod:unban";
     pub const AUDIT_LIST: &str = "audit:list";
     pub const ANNOUNCE: &str = "announce";
+    pub const ADMIN_STATUS: &str = "admin:status";
+    pub const ADMIN_WATCH: &str = "admin:watch";
 }
 
 /// Which request a client event names: the one table from event name to request.
@@ -109,10 +111,12 @@ pub enum RequestKind {
     ModUnban,
     AuditList,
     Announce,
+    AdminStatus,
+    AdminWatch,
 }
 
 impl RequestKind {
-    pub const ALL: [RequestKind; 21] = [
+    pub const ALL: [RequestKind; 23] = [
         Self::RoomJoin,
         Self::RoomLeave,
         Self::RoomList,
@@ -134,6 +138,8 @@ impl RequestKind {
         Self::ModUnban,
         Self::AuditList,
         Self::Announce,
+        Self::AdminStatus,
+        Self::AdminWatch,
     ];
 
     /// The event name on the wire.
@@ -160,6 +166,8 @@ impl RequestKind {
             Self::ModUnban => event::MOD_UNBAN,
             Self::AuditList => event::AUDIT_LIST,
             Self::Announce => event::ANNOUNCE,
+            Self::AdminStatus => event::ADMIN_STATUS,
+            Self::AdminWatch => event::ADMIN_WATCH,
         }
     }
 
@@ -192,6 +200,8 @@ impl RequestKind {
             Self::ModUnban => Request::ModUnban(Unban::decode(payload, limits)?),
             Self::AuditList => Request::AuditList(AuditList::decode(payload, limits)?),
             Self::Announce => Request::Announce(Announce::decode(payload, limits)?),
+            Self::AdminStatus => Request::AdminStatus(AdminStatus::decode(payload, limits)?),
+            Self::AdminWatch => Request::AdminWatch(AdminWatch::decode(payload, limits)?),
         })
     }
 }
@@ -220,6 +230,8 @@ pub enum Request {
     ModUnban(Unban),
     AuditList(AuditList),
     Announce(Announce),
+    AdminStatus(AdminStatus),
+    AdminWatch(AdminWatch),
 }
 
 /// The names of the server → client pushes.
@@ -236,6 +248,9 @@ pub mod push {
     pub const MOD_ACTION: &str = "mod:action";
     pub const ROOM_INVITED: &str = "room:invited";
     pub const ANNOUNCEMENT: &str = "announcement";
+    /// The admin status snapshot, every [`super::ADMIN_WATCH_INTERVAL_MS`] to a
+    /// socket that asked with `admin:watch {on: true}`.
+    pub const ADMIN_STATUS: &str = "admin:status";
 }
 
 /// A checked request, built from the JSON payload of one event.
@@ -751,6 +766,149 @@ impl Decode for Announce {
         validate::text(&text, limits.max_text_chars)?;
         Ok(Self { text })
     }
+}
+
+#[derive(Default, Deserialize)]
+struct RawAdminStatus {}
+
+/// `admin:status {}` (or no payload): one status snapshot in the ack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminStatus;
+
+impl Decode for AdminStatus {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let RawAdminStatus {} = raw(payload, true)?;
+        Ok(Self)
+    }
+}
+
+#[derive(Default, Deserialize)]
+struct RawAdminWatch {
+    on: Option<bool>,
+}
+
+/// `admin:watch {on}`: start (`true`) or stop (`false`) the `admin:status` pushes
+/// to this socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminWatch {
+    pub on: bool,
+}
+
+impl Decode for AdminWatch {
+    fn decode(payload: Value, _: &Limits) -> Result<Self, ChatError> {
+        let r: RawAdminWatch = raw(payload, false)?;
+        Ok(Self {
+            on: required(r.on, "on")?,
+        })
+    }
+}
+
+// ---- the admin status page ----
+
+/// How often each gateway reports its [`GatewayStatus`], and how often a watching
+/// socket gets `admin:status`.
+pub const ADMIN_WATCH_INTERVAL_MS: u64 = 2_000;
+/// A gateway report older than this many intervals is stale: not shown, and
+/// removed from the backend.
+pub const GATEWAY_STATUS_STALE_INTERVALS: u64 = 3;
+/// Rooms in a gateway's top list and in the snapshot's cluster-wide top list.
+pub const TOP_ROOMS_MAX: usize = 10;
+/// Gateways listed in one snapshot (the rest are left off; `gatewaysTotal` counts
+/// them all).
+pub const GATEWAYS_MAX: usize = 100;
+/// Recent moderation actions (audit entries) in one snapshot.
+pub const ADMIN_MODERATION_MAX: usize = 20;
+/// The window of `msgsPerSec` (seconds).
+pub const RATE_WINDOW_S: u64 = 10;
+/// The window of the top rooms (seconds).
+pub const TOP_ROOMS_WINDOW_S: u64 = 60;
+
+/// Messages of one room over the last [`TOP_ROOMS_WINDOW_S`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomTraffic {
+    pub room: String,
+    pub messages: u64,
+}
+
+/// What one gateway reports about itself (stored in the backend, shown as is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayStatus {
+    pub id: String,
+    /// When the gateway started (ms since the epoch).
+    pub started_at: u64,
+    /// When this report was made (ms since the epoch; the backend's clock).
+    pub updated_at: u64,
+    pub uptime_s: u64,
+    /// Socket.IO connections open on it.
+    pub connections: u64,
+    /// Backend topics (rooms, users) it is subscribed to.
+    pub rooms: u64,
+    /// Messages (room and DM) published through it per second, over the last
+    /// [`RATE_WINDOW_S`].
+    pub msgs_per_sec: f64,
+    /// How long the event being delivered waited in its dispatcher (ms).
+    pub lag_ms: u64,
+    pub version: String,
+    /// Its busiest rooms over the last [`TOP_ROOMS_WINDOW_S`], at most
+    /// [`TOP_ROOMS_MAX`], busiest first.
+    #[serde(default)]
+    pub top_rooms: Vec<RoomTraffic>,
+}
+
+/// The backend's health, as the status page shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendStatus {
+    /// `embedded` or `redis`.
+    pub kind: String,
+    /// It answered just now.
+    pub healthy: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Round trip of the status query (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round_trip_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<u64>,
+    /// Bytes used (`used_memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_memory: Option<u64>,
+    /// The memory limit in bytes (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxmemory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maxmemory_policy: Option<String>,
+}
+
+/// The cluster-wide busiest rooms: the gateways' top lists summed per room,
+/// busiest first (ties by name), at most `max`. Pure.
+pub fn merge_top_rooms<'a>(
+    lists: impl IntoIterator<Item = &'a [RoomTraffic]>,
+    max: usize,
+) -> Vec<RoomTraffic> {
+    let mut sums: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for list in lists {
+        for t in list {
+            *sums.entry(t.room.as_str()).or_default() += t.messages;
+        }
+    }
+    let mut out: Vec<RoomTraffic> = sums
+        .into_iter()
+        .map(|(room, messages)| RoomTraffic {
+            room: room.to_owned(),
+            messages,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        b.messages
+            .cmp(&a.messages)
+            .then_with(|| a.room.cmp(&b.room))
+    });
+    out.truncate(max);
+    out
 }
 
 // ---- server → client payloads ----
@@ -1301,6 +1459,84 @@ mod tests {
             ..a
         };
         assert_eq!(serde_json::to_value(&t).unwrap()["truncated"], true);
+    }
+
+    #[test]
+    fn admin_requests_decode() {
+        let l = limits();
+        assert!(AdminStatus::decode(Value::Null, &l).is_ok());
+        assert!(AdminStatus::decode(json!({}), &l).is_ok());
+        assert_eq!(
+            code(AdminStatus::decode(json!([]), &l)),
+            ErrorCode::BadRequest
+        );
+        assert!(AdminWatch::decode(json!({"on": true}), &l).unwrap().on);
+        assert!(!AdminWatch::decode(json!({"on": false}), &l).unwrap().on);
+        assert_eq!(
+            code(AdminWatch::decode(json!({}), &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(AdminWatch::decode(json!({"on": "yes"}), &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            code(AdminWatch::decode(Value::Null, &l)),
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            RequestKind::from_event("admin:watch"),
+            Some(RequestKind::AdminWatch)
+        );
+    }
+
+    #[test]
+    fn top_rooms_merge_sums_sorts_and_bounds() {
+        let t = |room: &str, messages| RoomTraffic {
+            room: room.into(),
+            messages,
+        };
+        let a = vec![t("x", 5), t("y", 3)];
+        let b = vec![t("y", 4), t("z", 1), t("w", 1)];
+        let merged = merge_top_rooms([a.as_slice(), b.as_slice()], 3);
+        assert_eq!(merged, vec![t("y", 7), t("x", 5), t("w", 1)]);
+        assert!(merge_top_rooms(std::iter::empty(), 10).is_empty());
+    }
+
+    #[test]
+    fn gateway_status_json_shape() {
+        let g = GatewayStatus {
+            id: "gw-1".into(),
+            started_at: 1,
+            updated_at: 2001,
+            uptime_s: 2,
+            connections: 3,
+            rooms: 4,
+            msgs_per_sec: 0.5,
+            lag_ms: 0,
+            version: "0.1.0".into(),
+            top_rooms: vec![RoomTraffic {
+                room: "r".into(),
+                messages: 5,
+            }],
+        };
+        let v = serde_json::to_value(&g).unwrap();
+        assert_eq!(
+            v,
+            json!({"id": "gw-1", "startedAt": 1, "updatedAt": 2001, "uptimeS": 2,
+                "connections": 3, "rooms": 4, "msgsPerSec": 0.5, "lagMs": 0,
+                "version": "0.1.0", "topRooms": [{"room": "r", "messages": 5}]})
+        );
+        assert_eq!(serde_json::from_value::<GatewayStatus>(v).unwrap(), g);
+        let b = BackendStatus {
+            kind: "embedded".into(),
+            healthy: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            serde_json::to_value(&b).unwrap(),
+            json!({"kind": "embedded", "healthy": true})
+        );
     }
 
     #[test]

@@ -345,6 +345,7 @@ pub async fn send_message(ctx: &Ctx, req: SendMessage) -> Result<SentAck<Message
         other => other?,
     };
     crate::metrics::published("room");
+    ctx.shared.admin.traffic.record(Some(&room));
     // Sending ends typing, as in every chat UI.
     typing::stop(&ctx.shared, &ctx.session, &room).await;
     Ok(SentAck { message })
@@ -392,6 +393,7 @@ pub async fn send_dm(ctx: &Ctx, req: SendDm) -> Result<SentAck<DirectMessage>, C
         })
         .await?;
     crate::metrics::published("dm");
+    sh.admin.traffic.record(None);
     Ok(SentAck { message })
 }
 

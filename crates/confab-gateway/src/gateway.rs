@@ -10,10 +10,10 @@
 use crate::config::GatewayConfig;
 use crate::listener::{self, Tls};
 use crate::presence::Coalescer;
-use crate::state::Shared;
+use crate::state::{Backend, Shared};
 use crate::subscriptions::Subscriptions;
 use crate::{dispatch, http, socket};
-use confab_backend::{Access, Broker, EventReceiver, Presence};
+use confab_backend::EventReceiver;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -48,9 +48,7 @@ impl Gateway {
     pub fn new(
         config: GatewayConfig,
         auth: Arc<crate::auth::Auth>,
-        broker: Arc<dyn Broker>,
-        presence: Arc<dyn Presence>,
-        access: Arc<dyn Access>,
+        backend: Backend,
         events: EventReceiver,
         metrics: Option<PrometheusHandle>,
     ) -> Self {
@@ -62,6 +60,12 @@ impl Gateway {
             ws_read_buffer: config.ws_read_buffer,
             ..confab_sio::Config::default()
         };
+        let Backend {
+            broker,
+            presence,
+            access,
+            status,
+        } = backend;
         let (dispatcher, commands) = tokio::sync::mpsc::unbounded_channel();
         let ip_slots = crate::conncap::IpSlots::new(config.max_connections_per_ip);
         let shared = Arc::new(Shared {
@@ -73,6 +77,8 @@ impl Gateway {
             broker,
             presence,
             access,
+            status,
+            admin: Default::default(),
             local: Default::default(),
             ip_slots,
             readiness: Default::default(),
@@ -224,6 +230,7 @@ impl Gateway {
         ];
         tasks.extend(internal);
         tasks.push(tokio::spawn(crate::janitor::run(shared.clone())));
+        tasks.push(tokio::spawn(crate::admin::report(shared.clone())));
         if let Some(h) = shared.metrics.clone() {
             let (t, sh) = (token.clone(), shared.clone());
             metrics::gauge!(crate::metrics::DISPATCH_LAG).set(0.0);

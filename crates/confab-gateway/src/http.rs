@@ -1,7 +1,7 @@
-//! HTTP routes beside Socket.IO: the web UI, socket.io-client for the UI, guest
-//! sign-up, health, readiness and metrics. Security and cache headers are set here,
-//! in one place; API errors are `{error: {code, message}}` with the status of
-//! [`status_of`].
+//! HTTP routes beside Socket.IO: the web UI (and its `/admin` status page),
+//! socket.io-client for the UI, guest sign-up, health, readiness and metrics.
+//! Security and cache headers are set here, in one place; API errors are
+//! `{error: {code, message}}` with the status of [`status_of`].
 
 use crate::state::Shared;
 use axum::extract::State;
@@ -26,6 +26,8 @@ frame-ancestors 'none'; form-action 'self'";
 pub fn router(shared: Arc<Shared>) -> Router {
     let cfg = &shared.config;
     let ui = ServeDir::new(&cfg.ui_dir).append_index_html_on_directories(true);
+    // The admin status page (its data comes over Socket.IO, admins only).
+    let admin_page = tower_http::services::ServeFile::new(cfg.ui_dir.join("admin.html"));
     let vendor = ServeDir::new(&cfg.vendor_dir);
     let static_headers = ServiceBuilder::new()
         .layer(CompressionLayer::new())
@@ -54,6 +56,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
     // Our own files change with each release and are not fingerprinted:
     // always revalidate (ETag/Last-Modified make that a cheap 304).
     let ui = Router::new()
+        .route_service("/admin", admin_page)
         .fallback_service(ui)
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,

@@ -12,9 +12,11 @@
 //! ownership and moderation tools. [`state`] is what the chat operations share,
 //! [`http`] serves the UI, `/healthz`, `/readyz` and `/metrics`, [`listener`] accepts
 //! the public connections (TLS, a connection cap, a deadline for request heads) and
-//! serves them with hyper, [`janitor`] forgets users idle for too long, and [`gateway`] (the composition root, imported by
+//! serves them with hyper, [`janitor`] forgets users idle for too long, [`admin`]
+//! reports this gateway and answers the admin status page, and [`gateway`] (the composition root, imported by
 //! nothing else) wires it together and owns the one shutdown mechanism.
 
+pub mod admin;
 pub mod auth;
 pub mod chat;
 pub mod config;

@@ -7,6 +7,7 @@
 //! then queues the request on the socket's [`Session`] inbox, which runs them one
 //! at a time.
 
+use crate::admin;
 use crate::chat::{self, Ctx};
 use crate::metrics as m;
 use crate::moderation;
@@ -376,6 +377,8 @@ async fn handle(ctx: Ctx, kind: RequestKind, ack: Option<u64>, data: Value) {
         Request::ModUnban(r) => reply::send(s, ack, event, moderation::unban(c, r).await),
         Request::AuditList(r) => reply::send(s, ack, event, moderation::audit_list(c, r).await),
         Request::Announce(r) => reply::send(s, ack, event, moderation::announce(c, r).await),
+        Request::AdminStatus(r) => reply::send(s, ack, event, admin::status(c, r).await),
+        Request::AdminWatch(r) => reply::send(s, ack, event, admin::watch(c, r)),
     }
     metrics::histogram!(m::EVENT_SECONDS, "event" => event).record(started.elapsed().as_secs_f64());
 }

@@ -7,13 +7,33 @@ use crate::config::GatewayConfig;
 use crate::dispatch;
 use crate::session::Session;
 use crate::subscriptions::Subscriptions;
-use confab_backend::{Access, Broker, Presence};
+use confab_backend::{Access, Broker, Presence, Status};
 use confab_sio::Socket;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+/// The backend's interfaces, as one gateway holds them.
+pub struct Backend {
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<dyn Presence>,
+    pub access: Arc<dyn Access>,
+    pub status: Arc<dyn Status>,
+}
+
+impl Backend {
+    /// Every interface from one node (the memory and Redis nodes implement all).
+    pub fn of<N: Broker + Presence + Access + Status>(node: Arc<N>) -> Self {
+        Self {
+            broker: node.clone(),
+            presence: node.clone(),
+            access: node.clone(),
+            status: node,
+        }
+    }
+}
 
 /// A session of this gateway and its socket.
 pub type LocalSession = (Arc<Session>, Socket);
@@ -27,6 +47,10 @@ pub struct Shared {
     pub presence: Arc<dyn Presence>,
     /// Room metadata, roles, sanctions, audit log.
     pub access: Arc<dyn Access>,
+    /// Gateway reports and backend health (the admin status page).
+    pub status: Arc<dyn Status>,
+    /// The status page's state: this gateway's traffic, watchers, snapshot cache.
+    pub admin: crate::admin::Admin,
     /// This gateway's sessions by user id (moderation acts on them). An entry is
     /// removed by the session's clean-up.
     pub local: parking_lot::Mutex<HashMap<String, Vec<LocalSession>>>,

@@ -42,6 +42,15 @@ impl Subscriptions {
         metrics::gauge!(crate::metrics::SUBSCRIPTIONS).set(n as f64);
     }
 
+    /// Rooms this gateway is subscribed to (for the status page).
+    pub fn rooms(&self) -> usize {
+        self.slots
+            .lock()
+            .keys()
+            .filter(|t| matches!(t, Topic::Room(_)))
+            .count()
+    }
+
     /// One more local user of `topic`; subscribes on 0 → 1.
     pub async fn acquire(&self, topic: Topic) -> Result<(), BackendError> {
         loop {

@@ -10,6 +10,7 @@ use confab_backend::memory::MemoryHub;
 use confab_backend::redis_backend::{RedisConfig, RedisNode};
 use confab_backend::BackendConfig;
 use confab_core::Limits;
+use confab_gateway::state::Backend;
 use confab_gateway::{Auth, AuthConfig, Gateway, GatewayConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -672,9 +673,7 @@ async fn serve(mut args: ServeArgs) -> Result<(), String> {
             let gw = Gateway::new(
                 config,
                 auth.clone(),
-                node.clone(),
-                node.clone(),
-                node,
+                Backend::of(node),
                 events,
                 Some(metrics),
             );
@@ -702,9 +701,7 @@ async fn serve(mut args: ServeArgs) -> Result<(), String> {
             let gw = Gateway::new(
                 config,
                 auth.clone(),
-                node.clone(),
-                node.clone(),
-                node.clone(),
+                Backend::of(node.clone()),
                 events,
                 Some(metrics),
             );

@@ -175,6 +175,12 @@ impl Keys {
         format!("{}:gateways", self.prefix)
     }
 
+    /// Hash gateway id → msgpack `GatewayStatus` (its latest report, for the admin
+    /// status page; stale fields are removed by readers): `confab:gwstats`.
+    pub(crate) fn gateway_status(&self) -> String {
+        format!("{}:gwstats", self.prefix)
+    }
+
     /// Lock so that one node at a time reaps: `confab:reaper:lock`.
     pub(crate) fn reaper_lock(&self) -> String {
         format!("{}:reaper:lock", self.prefix)

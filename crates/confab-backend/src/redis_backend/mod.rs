@@ -25,6 +25,7 @@ mod codec;
 mod gateway;
 mod keys;
 mod scripts;
+mod status;
 mod subscriber;
 
 use crate::{
