@@ -42,12 +42,13 @@ impl Subscriptions {
         metrics::gauge!(crate::metrics::SUBSCRIPTIONS).set(n as f64);
     }
 
-    /// Rooms this gateway is subscribed to (for the status page).
+    /// Chat rooms this gateway is subscribed to (for the status page; the
+    /// announcement topic every gateway follows is not one).
     pub fn rooms(&self) -> usize {
         self.slots
             .lock()
             .keys()
-            .filter(|t| matches!(t, Topic::Room(_)))
+            .filter(|t| matches!(t, Topic::Room(r) if r != confab_backend::ANNOUNCE_TOPIC))
             .count()
     }
 
