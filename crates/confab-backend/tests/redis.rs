@@ -148,6 +148,36 @@ async fn cluster() -> RedisCluster {
 
 confab_backend::conformance_tests!(cluster());
 
+/// The status page's view of Redis: `INFO` fields while it runs, `healthy: false`
+/// with the error (not a failure) once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_status_reads_info_and_reports_an_outage() {
+    use confab_backend::Status;
+    let mut server = RedisServer::start();
+    let (n, _rx) = node(&server, fast()).await;
+    let s = n.backend_status().await;
+    assert_eq!(s.kind, "redis");
+    assert!(s.healthy, "{s:?}");
+    assert!(
+        s.version.as_deref().is_some_and(|v| v.contains('.')),
+        "{s:?}"
+    );
+    assert!(s.used_memory.is_some_and(|m| m > 0), "{s:?}");
+    assert_eq!(s.maxmemory, Some(0), "the test server has no limit");
+    assert!(s.maxmemory_policy.is_some());
+    assert!(s.uptime_s.is_some());
+    assert!(s.round_trip_ms.is_some());
+    server.kill();
+    let s = n.backend_status().await;
+    assert_eq!(s.kind, "redis");
+    assert!(!s.healthy);
+    assert!(s.error.is_some(), "{s:?}");
+    assert!(n
+        .gateway_statuses(Duration::from_secs(6), 10)
+        .await
+        .is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unread_follows_aged_history() {
     let aged = RedisConfig {
