@@ -3,7 +3,8 @@
 // operator-minted admin token works on each) and nginx (the repository's
 // nginx.conf). An admin signs in on the chat page, opens /admin through nginx and
 // sees all three gateways, Redis healthy, the room they just wrote in among the top
-// rooms and the page updating live; a guest who is not an admin is refused.
+// rooms, the page updating live and a stopped gateway leaving it; a guest who is not
+// an admin is refused.
 // Run: `node --test tests/browser/admin.test.mjs` (needs target/debug/confab,
 // /usr/bin/chromium, redis-server and nginx; never downloads a browser).
 import { test } from "node:test";
@@ -78,6 +79,12 @@ test("/admin on a 3-gateway cluster: an admin sees every gateway, Redis and live
       await page.screenshot({ path: path.join(ARTIFACTS, "admin-status.png"), fullPage: true });
       assert.deepEqual(admin.problems, [], "no console or page errors");
       assert.deepEqual(admin.dialogs, []);
+      // A gateway stopped (SIGTERM: it drains and removes its report) leaves the
+      // page, which stays live (reconnecting through nginx if it was on that one).
+      await gw[2].stop();
+      await page.waitForFunction(() => !document.querySelector('#gateways tr[data-gateway="gw3"]'), null, { timeout: 15000 });
+      const left = await page.$$eval("#gateways tr", (rows) => rows.map((r) => r.dataset.gateway));
+      assert.deepEqual(left, ["gw1", "gw2"]);
       await admin.context.close();
     });
 

@@ -1248,8 +1248,8 @@ pub async fn rate_limits_hold_across_nodes(c: &dyn Cluster) {
 }
 
 /// Gateway status reports are shared by every node, stamped by the backend, and
-/// a report older than the asked age is left out and removed; the backend
-/// describes its health.
+/// a report older than the asked age is left out and removed (a node may remove
+/// its own at once); the backend describes its health.
 pub async fn gateway_status_is_shared(c: &dyn Cluster) {
     use confab_core::protocol::{GatewayStatus, RoomTraffic};
     let n1 = c.node().await;
@@ -1318,6 +1318,15 @@ pub async fn gateway_status_is_shared(c: &dyn Cluster) {
         later.iter().all(|s| s.id != id1),
         "the stale report was removed"
     );
+    // A node stopping removes its own report, and only that.
+    n1.status
+        .put_gateway_status(&report(&id1, 7))
+        .await
+        .unwrap();
+    n2.status.remove_gateway_status().await.unwrap();
+    let (left, _) = n1.status.gateway_statuses(long, 100).await.unwrap();
+    assert!(left.iter().all(|s| s.id != id2), "{left:?}");
+    assert!(left.iter().any(|s| s.id == id1));
     let b = n1.status.backend_status().await;
     assert!(b.healthy, "{b:?}");
     assert!(!b.kind.is_empty());

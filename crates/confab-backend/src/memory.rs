@@ -1030,6 +1030,11 @@ impl crate::Status for MemoryNode {
         Ok(now)
     }
 
+    async fn remove_gateway_status(&self) -> Result<(), BackendError> {
+        self.hub.gateway_status.lock().remove(&self.node_id());
+        Ok(())
+    }
+
     async fn gateway_statuses(
         &self,
         max_age: Duration,

@@ -20,6 +20,9 @@ pub trait Status: Send + Sync + 'static {
     /// skewed clocks compare fairly) and returns the stamp.
     async fn put_gateway_status(&self, status: &GatewayStatus) -> Result<u64, BackendError>;
 
+    /// Remove this node's report (a gateway stopping leaves the page at once).
+    async fn remove_gateway_status(&self) -> Result<(), BackendError>;
+
     /// Every report not older than `max_age` by the backend's clock, sorted by id,
     /// at most `limit`, and how many fresh reports there were in all. Older
     /// reports are removed (a gateway that stopped reporting disappears).

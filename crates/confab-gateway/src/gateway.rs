@@ -293,6 +293,11 @@ impl Gateway {
                 shared.tasks.close();
                 shared.tasks.wait().await;
                 tracing::info!(open = shared.open_sessions(), "all sessions cleaned up");
+                // Off the status page at once (its report task stopped at the
+                // trigger), not after the report goes stale.
+                if let Err(e) = shared.status.remove_gateway_status().await {
+                    tracing::debug!(error = %e, "gateway status not removed");
+                }
                 if let Some(f) = backend_shutdown {
                     f.await;
                 }

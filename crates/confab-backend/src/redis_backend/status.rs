@@ -37,6 +37,17 @@ impl Status for RedisNode {
         Ok(now)
     }
 
+    async fn remove_gateway_status(&self) -> Result<(), BackendError> {
+        let sh = &self.shared;
+        sh.query::<redis::Value>(
+            redis::cmd("HDEL")
+                .arg(sh.keys.gateway_status())
+                .arg(&sh.gateway_id),
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn gateway_statuses(
         &self,
         max_age: Duration,
