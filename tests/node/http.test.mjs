@@ -100,3 +100,27 @@ test("--log-format json: one JSON object per log line, with level and message", 
     await srv.stop();
   }
 });
+
+test("request logs carry the gateway, socket id, user, address and event, never the text", T, async () => {
+  const { startServer, connect } = await import("../support/server.mjs");
+  const srv = await startServer({
+    args: ["--log-format", "json"],
+    env: { RUST_LOG: "confab_gateway=debug" },
+  });
+  try {
+    const s = await connect(srv.url, "logged-user");
+    assertOk(await call(s, "room:join", { room: "general" }));
+    const secret = "a private sentence 7f3a";
+    assertOk(await call(s, "message:send", { room: "general", text: secret }));
+    s.close();
+    const lines = srv.stderr().split("\n").filter(Boolean).map((l) => JSON.parse(l));
+    const sent = lines.find((o) => o.span?.name === "event" && o.span.event === "message:send");
+    assert.ok(sent, `a log line inside the message:send span: ${srv.stderr().slice(-2000)}`);
+    assert.equal(sent.span.gateway, "embedded");
+    assert.equal(sent.span.user, "logged-user");
+    assert.ok(sent.span.sid && sent.span.ip.includes("127.0.0.1"), JSON.stringify(sent.span));
+    assert.ok(!srv.stderr().includes(secret), "message text in the log");
+  } finally {
+    await srv.stop();
+  }
+});

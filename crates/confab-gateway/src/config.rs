@@ -50,6 +50,9 @@ pub struct GatewayConfig {
     pub idle_user_ttl: Option<Duration>,
     /// How often the janitor runs.
     pub janitor_interval: Duration,
+    /// This gateway's id in logs and metrics (`--gateway-id`; `embedded` without
+    /// Redis).
+    pub gateway_id: String,
     /// Who may start a room (`room:create`, or the first message of a room
     /// without history): `None` anyone, else holders of this role (`moderator`
     /// includes admins).
@@ -98,6 +101,7 @@ impl Default for GatewayConfig {
             internal_bind: None,
             quotas: Default::default(),
             room_create_role: None,
+            gateway_id: "embedded".to_owned(),
             idle_user_ttl: Some(crate::janitor::DEFAULT_IDLE_USER_TTL),
             janitor_interval: Duration::from_secs(60),
             protocol_errors_burst: 20.0,

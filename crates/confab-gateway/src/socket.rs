@@ -26,6 +26,7 @@ use futures_util::future::BoxFuture;
 use serde_json::Value;
 use std::sync::{Arc, Weak};
 use std::time::Instant;
+use tracing::Instrument;
 
 /// The chat namespace (`/`): authenticates each CONNECT. It holds the gateway
 /// weakly: the wire layer it is registered with must not keep the gateway alive.
@@ -261,6 +262,7 @@ fn on_event(ctx: &Ctx, ev: Event) {
         attachments,
         ack,
         size,
+        lone_surrogates,
     } = ev;
     let s = &ctx.socket;
     let early = |err: ChatError| reply::send::<()>(s, ack, &name, Err(err));
@@ -296,6 +298,12 @@ fn on_event(ctx: &Ctx, ev: Event) {
             "binary attachments are not accepted",
         ));
     }
+    if lone_surrogates {
+        return refused(ChatError::new(
+            ErrorCode::InvalidText,
+            "a string holds a lone UTF-16 surrogate (half a character, e.g. an emoji cut in two): nothing was done",
+        ));
+    }
     let Some(kind) = RequestKind::from_event(&name) else {
         return refused(protocol::unknown_event(&name));
     };
@@ -304,8 +312,19 @@ fn on_event(ctx: &Ctx, ev: Event) {
     let job_ctx = ctx.clone();
     let job = Box::pin(async move {
         let (socket, user) = (job_ctx.socket.clone(), job_ctx.session.user.id.clone());
+        // Every log line of the request says whose and where (never its payload).
+        let span = tracing::info_span!(
+            "event",
+            gateway = %job_ctx.shared.config.gateway_id,
+            sid = %socket.id(),
+            user = %user,
+            ip = ?job_ctx.ip(),
+            event = kind.event(),
+        );
         // A bug in one handler fails that request, not the socket or the gateway.
-        if let Err(panic) = crate::session::caught(handle(job_ctx, kind, ack, data)).await {
+        let handled = handle(job_ctx, kind, ack, data).instrument(span.clone());
+        if let Err(panic) = crate::session::caught(handled).await {
+            let _entered = span.enter();
             m::panicked("event");
             tracing::error!(sid = %socket.id(), %user, event = kind.event(), %panic, "panic while handling an event (caught)");
             let err = ChatError::internal("the server failed on this request (logged); try again");
@@ -380,5 +399,7 @@ async fn handle(ctx: Ctx, kind: RequestKind, ack: Option<u64>, data: Value) {
         Request::AdminStatus(r) => reply::send(s, ack, event, admin::status(c, r).await),
         Request::AdminWatch(r) => reply::send(s, ack, event, admin::watch(c, r)),
     }
-    metrics::histogram!(m::EVENT_SECONDS, "event" => event).record(started.elapsed().as_secs_f64());
+    let took = started.elapsed();
+    metrics::histogram!(m::EVENT_SECONDS, "event" => event).record(took.as_secs_f64());
+    tracing::debug!(ms = took.as_secs_f64() * 1000.0, "handled");
 }

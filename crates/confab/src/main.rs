@@ -437,6 +437,10 @@ impl ServeArgs {
             },
             idle_user_ttl: self.idle_user_ttl.0,
             janitor_interval: Duration::from_millis(self.janitor_interval_ms.max(10)),
+            gateway_id: self
+                .gateway_id
+                .clone()
+                .unwrap_or_else(|| "embedded".to_owned()),
             room_create_role: (self.room_create_role != "any")
                 .then(|| self.room_create_role.clone()),
             trusted_proxies: self.trusted_proxies.clone(),
@@ -645,7 +649,7 @@ async fn serve(mut args: ServeArgs) -> Result<(), String> {
         (None, None) => "embedded".to_owned(),
     };
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .add_global_label("gateway", gateway_label)
+        .add_global_label("gateway", gateway_label.clone())
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ])
@@ -653,7 +657,10 @@ async fn serve(mut args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("metrics: {e}"))?;
     confab_gateway::metrics::describe();
     confab_gateway::metrics::build_info();
-    let config = args.gateway_config();
+    let config = confab_gateway::config::GatewayConfig {
+        gateway_id: gateway_label.clone(),
+        ..args.gateway_config()
+    };
     if !config.ui_dir.join("index.html").exists() {
         tracing::warn!(dir = %config.ui_dir.display(), "no index.html in the UI directory: the web UI will 404");
     }
