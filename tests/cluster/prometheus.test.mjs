@@ -8,7 +8,7 @@
 //   - every query of every panel of every dashboard in deploy/grafana/dashboards/
 //     returns data (Grafana variables substituted), and every confab_* metric the
 //     dashboards and rules name is one the gateway defines.
-// Metrics that only appear once something rare happened (a slow consumer, a panic,
+// Metrics that only appear once something rare happened (a slow consumer, a panic, a failed probe,
 // a refused TCP connection, a pruned user) are queried with `or on() vector(0)`; the
 // test lists the panels that answered only through that fallback.
 import { test } from "node:test";
@@ -115,7 +115,7 @@ test("a real Prometheus scrapes three gateways: targets up, rules loaded, every 
       const internal = await freePort();
       const g = await startGateway({
         redisUrl: redis.url, id, env,
-        args: ["--internal-bind", `127.0.0.1:${internal}`, "--presence-interval-ms", "200"],
+        args: ["--internal-bind", `127.0.0.1:${internal}`, "--presence-interval-ms", "200", "--probe-interval-ms", "1000"],
       });
       procs.push(g);
       await waitForPort(internal);
@@ -263,7 +263,7 @@ test("a real Prometheus scrapes three gateways: targets up, rules loaded, every 
     // What the traffic did happen must show without the fallback; only what it
     // cannot cause (slow consumers, panics, refused TCP connections, overload,
     // send failures, pruned users, server errors / Redis failures) may be 0.
-    const RARE = /confab_(slow_consumers|panics|connections_refused|send_failed|pruned_users)_total|code="overloaded"|code="unavailable"|code=~"internal\|unavailable\|overloaded"/;
+    const RARE = /confab_(slow_consumers|panics|connections_refused|send_failed|pruned_users|probe_failures)_total|code="overloaded"|code="unavailable"|code=~"internal\|unavailable\|overloaded"/;
     assert.deepEqual(onlyFallback.filter((w) => !RARE.test(w)), [], "panels empty although the traffic caused what they count");
     t.diagnostic(`${queries.length} dashboard queries answered; only through their zero fallback (nothing of that kind happened): ${onlyFallback.map((w) => w.split(":")[0]).join("; ") || "none"}`);
 

@@ -124,3 +124,32 @@ test("request logs carry the gateway, socket id, user, address and event, never 
     await srv.stop();
   }
 });
+
+test("the delivery probe: times a DM to itself through the real path, and is invisible to users", T, async () => {
+  const { startServer, connect, sleep } = await import("../support/server.mjs");
+  const extra = (process.env.CONFAB_TEST_ARGS ?? "").split(" ").filter(Boolean);
+  const srv = await startServer({ args: [...extra, "--probe-interval-ms", "200"] });
+  try {
+    const s = await connect(srv.url, "probe-watcher");
+    const metric = async (re) => Number((await (await fetch(`${srv.url}/metrics`)).text()).match(re)?.[1] ?? 0);
+    let probes = 0;
+    for (let i = 0; i < 50 && probes < 3; i++) {
+      await sleep(200);
+      probes = await metric(/^confab_probe_delivery_seconds_count\{[^}]*\} (\d+)$/m);
+    }
+    assert.ok(probes >= 3, `probes timed: ${probes}`);
+    assert.equal(await metric(/^confab_probe_failures_total\{[^}]*\} (\d+)$/m), 0, "no probe failed");
+    // Not a user anyone sees, not a connection.
+    const users = assertOk(await call(s, "users:list", {}));
+    assert.ok(!JSON.stringify(users).includes("~probe"), JSON.stringify(users));
+    assert.equal(await metric(/^confab_connections\{[^}]*\} (\d+)$/m), 1);
+    const members = assertOk(await call(s, "room:join", { room: "general" }));
+    assert.ok(!JSON.stringify(members).includes("~probe"), JSON.stringify(members));
+    // Its credential is this process's own: a client cannot claim it.
+    const forged = await connect(srv.url, "forger", { auth: { name: "forger", probe: "probe-guess" } });
+    assert.equal(forged.session.user.id, "forger");
+    forged.close();
+  } finally {
+    await srv.stop();
+  }
+});

@@ -200,11 +200,23 @@ impl ClientBuilder {
 
     /// Connect: websocket, engine open, namespace connect with the auth object.
     pub async fn connect(self) -> Result<Client, Error> {
-        let deadline = Instant::now() + self.connect_timeout;
-        let engine = self.connect_engine().await?;
+        // Taken apart first: the future holds no borrow of the builder (whose raw
+        // handler is not `Sync`), so it is `Send`.
+        let ClientBuilder {
+            url,
+            auth,
+            connect_timeout,
+            read_buffer,
+            raw,
+            source,
+        } = self;
+        let deadline = Instant::now() + connect_timeout;
+        let engine = timeout(connect_timeout, EngineConn::open(&url, read_buffer, source))
+            .await
+            .map_err(|_| Error::Timeout("websocket and engine handshake"))??;
         let left = deadline.saturating_duration_since(Instant::now());
         engine
-            .namespace_connect_inner(self.auth.as_ref(), left, self.raw)
+            .namespace_connect_inner(auth.as_ref(), left, raw)
             .await
     }
 }

@@ -458,6 +458,18 @@ pub async fn list_users(ctx: &Ctx, req: ListUsers) -> Result<UsersAck, ChatError
 pub async fn open_session(ctx: &Ctx) -> Result<(), ChatError> {
     let sh = &ctx.shared;
     let name = &ctx.session.user.id;
+    if ctx.session.is_probe() {
+        // The delivery probe only hears its own DMs: no presence, no room.
+        sh.subs.acquire(Topic::User(name.clone())).await?;
+        fanout(
+            sh,
+            Command::Enter {
+                key: user_key(name),
+                socket: ctx.socket.clone(),
+            },
+        );
+        return Ok(());
+    }
     let open = sh.presence.connect(name, ctx.session.name()).await?;
     let max = sh.config.max_connections_per_user;
     if max > 0 && open > max {
@@ -534,19 +546,21 @@ pub async fn close_session(shared: &Arc<Shared>, session: &Arc<Session>, socket:
     for room in session.take_rooms() {
         exit_room(shared, session, socket, &room).await;
     }
-    if let Err(e) = shared.presence.disconnect(session.id()).await {
-        tracing::warn!(user = %session.id(), "presence disconnect failed: {e}");
+    if !session.is_probe() {
+        if let Err(e) = shared.presence.disconnect(session.id()).await {
+            tracing::warn!(user = %session.id(), "presence disconnect failed: {e}");
+        }
+        // The name stays reserved for the hold period from now (last seen).
+        shared
+            .auth
+            .renew_name(
+                &shared.presence,
+                &session.user,
+                session.guest,
+                session.expires_at(),
+            )
+            .await;
     }
-    // The name stays reserved for the hold period from now (last seen).
-    shared
-        .auth
-        .renew_name(
-            &shared.presence,
-            &session.user,
-            session.guest,
-            session.expires_at(),
-        )
-        .await;
     shared
         .subs
         .release(Topic::User(session.user.id.clone()))

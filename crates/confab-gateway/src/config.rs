@@ -50,6 +50,8 @@ pub struct GatewayConfig {
     pub idle_user_ttl: Option<Duration>,
     /// How often the janitor runs.
     pub janitor_interval: Duration,
+    /// How often the delivery probe runs (see [`crate::probe`]); `None`: off.
+    pub probe_interval: Option<Duration>,
     /// This gateway's id in logs and metrics (`--gateway-id`; `embedded` without
     /// Redis).
     pub gateway_id: String,
@@ -102,6 +104,7 @@ impl Default for GatewayConfig {
             quotas: Default::default(),
             room_create_role: None,
             gateway_id: "embedded".to_owned(),
+            probe_interval: None,
             idle_user_ttl: Some(crate::janitor::DEFAULT_IDLE_USER_TTL),
             janitor_interval: Duration::from_secs(60),
             protocol_errors_burst: 20.0,

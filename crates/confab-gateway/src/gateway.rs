@@ -87,6 +87,7 @@ impl Gateway {
             metrics,
             dispatch_lag: Default::default(),
             sender_heat: Default::default(),
+            probe_key: confab_auth::random_id("probe-"),
             tasks: Default::default(),
         });
         let allowed = shared.config.allowed_origins.clone();
@@ -230,6 +231,16 @@ impl Gateway {
         ];
         tasks.extend(internal);
         tasks.push(tokio::spawn(crate::janitor::run(shared.clone())));
+        // The delivery probe talks to the public listener over plain loopback.
+        match (&tls, listener.local_addr()) {
+            (None, Ok(addr)) => tasks.push(tokio::spawn(crate::probe::run(shared.clone(), addr))),
+            (Some(_), _) if shared.config.probe_interval.is_some() => {
+                tracing::warn!(
+                    "no delivery probe with --tls-cert (the probe speaks plain websocket)"
+                )
+            }
+            _ => {}
+        }
         tasks.push(tokio::spawn(crate::admin::report(shared.clone())));
         if let Some(h) = shared.metrics.clone() {
             let (t, sh) = (token.clone(), shared.clone());

@@ -12,9 +12,11 @@
 //! ownership and moderation tools. [`state`] is what the chat operations share,
 //! [`http`] serves the UI, `/healthz`, `/readyz` and `/metrics`, [`listener`] accepts
 //! the public connections (TLS, a connection cap, a deadline for request heads) and
-//! serves them with hyper, [`janitor`] forgets users idle for too long, [`admin`]
-//! reports this gateway and answers the admin status page, and [`gateway`] (the composition root, imported by
-//! nothing else) wires it together and owns the one shutdown mechanism.
+//! serves them with hyper, [`janitor`] forgets users idle for too long, [`probe`]
+//! times a message end to end through the gateway's own listener, [`admin`] reports
+//! this gateway and answers the admin status page, and [`gateway`] (the composition
+//! root, imported by nothing else) wires it together and owns the one shutdown
+//! mechanism.
 
 pub mod admin;
 pub mod auth;
@@ -32,6 +34,7 @@ pub mod moderation;
 pub mod overload;
 pub mod permissions;
 pub mod presence;
+pub mod probe;
 pub mod quota;
 pub mod ratelimit;
 pub mod reply;

@@ -26,6 +26,8 @@ pub const BUILD_INFO: &str = "confab_build_info";
 pub const ONLINE_USERS: &str = "confab_online_users";
 pub const FANOUT_DELAY: &str = "confab_fanout_delay_seconds";
 pub const PANICS: &str = "confab_panics_total";
+pub const PROBE_DELIVERY: &str = "confab_probe_delivery_seconds";
+pub const PROBE_FAILURES: &str = "confab_probe_failures_total";
 
 /// Register help texts (call once at start-up, after installing the recorder).
 pub fn describe() {
@@ -80,6 +82,15 @@ pub fn describe() {
         FANOUT_DELAY,
         Unit::Seconds,
         "From a message stored (its timestamp) to its frame queued on this gateway's sockets, by kind (message, dm)"
+    );
+    describe_histogram!(
+        PROBE_DELIVERY,
+        Unit::Seconds,
+        "End to end: the gateway's probe client sends a DM to itself through the public listener and gets it pushed back (see --probe-interval-ms)"
+    );
+    describe_counter!(
+        PROBE_FAILURES,
+        "Delivery probes that failed, by reason (connect, refused, no_ack, no_push)"
     );
     describe_counter!(
         PANICS,

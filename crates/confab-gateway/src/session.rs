@@ -46,6 +46,9 @@ pub struct Session {
     inbox: Mutex<Inbox>,
     max_queued: usize,
     closed: AtomicBool,
+    /// This gateway's own delivery probe ([`crate::probe`]): no presence, no rooms,
+    /// not counted as a connection.
+    probe: AtomicBool,
     /// Rooms where this socket is typing, with a generation counter for expiry.
     pub typing: Mutex<HashMap<String, u64>>,
     /// Where the drain task runs (tracked: shutdown waits for it).
@@ -125,9 +128,19 @@ impl Session {
             inbox: Mutex::new(Inbox::default()),
             max_queued: max_queued.max(1),
             closed: AtomicBool::new(false),
+            probe: AtomicBool::new(false),
             typing: Mutex::new(HashMap::new()),
             tasks,
         })
+    }
+
+    /// Mark this session as the gateway's delivery probe (before it is opened).
+    pub fn mark_probe(&self) {
+        self.probe.store(true, Ordering::Release);
+    }
+
+    pub fn is_probe(&self) -> bool {
+        self.probe.load(Ordering::Acquire)
     }
 
     /// The user id.

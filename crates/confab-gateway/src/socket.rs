@@ -127,9 +127,14 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
         },
         None => None,
     };
-    let user = match shared.auth.identify(&auth, shared.presence.as_ref()).await {
-        Ok(u) => u,
-        Err(e) => return refuse(e),
+    let probe = crate::probe::is_probe_auth(&shared, &auth);
+    let user = if probe {
+        crate::probe::identity(&shared)
+    } else {
+        match shared.auth.identify(&auth, shared.presence.as_ref()).await {
+            Ok(u) => u,
+            Err(e) => return refuse(e),
+        }
     };
     crate::quota::take(&shared, crate::quota::Class::Connect, &user.id, ip).await?;
     let access = &shared.access;
@@ -158,6 +163,9 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
         cfg.max_queued_requests,
         shared.tasks.clone(),
     );
+    if probe {
+        session.mark_probe();
+    }
     let ctx = Ctx {
         shared: shared.clone(),
         session,
@@ -168,10 +176,12 @@ async fn handshake(shared: Arc<Shared>, socket: Socket, auth: Value) -> Result<C
         refuse(e)?;
     }
     shared.register(&ctx.session, &ctx.socket);
-    shared
-        .sessions
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    m::connection_opened();
+    if !probe {
+        shared
+            .sessions
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        m::connection_opened();
+    }
     // A ban made while this socket was being set up found no session to act on:
     // look again now that moderation can see it.
     let banned = access
@@ -247,10 +257,12 @@ pub fn close(ctx: Ctx) {
     let session = ctx.session.clone();
     session.close(Box::pin(async move {
         chat::close_session(&ctx.shared, &ctx.session, &ctx.socket).await;
-        m::connection_closed();
-        ctx.shared
-            .sessions
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if !ctx.session.is_probe() {
+            m::connection_closed();
+            ctx.shared
+                .sessions
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }));
 }
 

@@ -71,6 +71,9 @@ pub struct Shared {
     pub dispatch_lag: Arc<crate::overload::DispatchLag>,
     /// Recent send attempts per user (who is shed first under overload).
     pub sender_heat: crate::overload::SenderHeat,
+    /// The delivery probe's credential: random per process, never sent anywhere but
+    /// to this process's own listener (see [`crate::probe`]).
+    pub probe_key: String,
     /// Every task spawned on behalf of a socket (request queues and their clean-up,
     /// typing expiry, the session push): shutdown waits for them.
     pub tasks: tokio_util::task::TaskTracker,

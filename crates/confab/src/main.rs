@@ -321,6 +321,11 @@ struct ServeArgs {
     /// How often the janitor looks for idle users, in ms.
     #[arg(long, env = "CONFAB_JANITOR_INTERVAL_MS", default_value_t = ms(gw().janitor_interval))]
     janitor_interval_ms: u64,
+    /// Every this many ms the gateway's probe client sends a DM to itself through
+    /// the public listener and times its delivery (confab_probe_delivery_seconds);
+    /// 0 = off. Default: 5000 with --redis, off without.
+    #[arg(long, env = "CONFAB_PROBE_INTERVAL_MS")]
+    probe_interval_ms: Option<u64>,
     /// Log lines as `pretty` text (for people) or `json` (one object per line, for
     /// log shippers). The level is set by `RUST_LOG` (default `info`).
     #[arg(long, env = "CONFAB_LOG_FORMAT", default_value = "pretty")]
@@ -441,6 +446,11 @@ impl ServeArgs {
                 .gateway_id
                 .clone()
                 .unwrap_or_else(|| "embedded".to_owned()),
+            probe_interval: match self.probe_interval_ms {
+                None if self.redis_url.is_some() => Some(Duration::from_secs(5)),
+                None | Some(0) => None,
+                Some(ms) => Some(Duration::from_millis(ms.max(100))),
+            },
             room_create_role: (self.room_create_role != "any")
                 .then(|| self.room_create_role.clone()),
             trusted_proxies: self.trusted_proxies.clone(),

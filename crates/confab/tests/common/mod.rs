@@ -52,6 +52,7 @@ impl Server {
             .env("CONFAB_QUOTA_CONNECTS_PER_USER", "off")
             .env("CONFAB_QUOTA_CONNECTS_PER_IP", "off")
             .env("CONFAB_MAX_CONNECTIONS_PER_IP", "0")
+            .env("CONFAB_PROBE_INTERVAL_MS", "0")
             .env("CONFAB_PROTOCOL_ERRORS_BURST", "100000")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
