@@ -608,16 +608,52 @@ fn reload_on_sighup(auth: Arc<Auth>, tls: Option<Arc<confab_gateway::listener::T
     });
 }
 
-async fn run(args: ServeArgs) -> std::process::ExitCode {
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(
+/// Logs to stderr (`--log-format`), and to Sentry when `CONFAB_SENTRY_DSN` is set:
+/// error logs (and caught or uncaught panics) become Sentry events, lower levels
+/// breadcrumbs. The returned guard flushes what is queued when dropped.
+fn init_logs(format: LogFormat) -> Option<sentry::ClientInitGuard> {
+    use tracing_subscriber::prelude::*;
+    let sentry = std::env::var("CONFAB_SENTRY_DSN")
+        .ok()
+        .filter(|d| !d.trim().is_empty())
+        .map(|dsn| {
+            let mut options = sentry::ClientOptions::default();
+            options.release = sentry::release_name!();
+            options.environment = std::env::var("CONFAB_SENTRY_ENVIRONMENT")
+                .ok()
+                .map(Into::into);
+            sentry::init((dsn.trim(), options))
+        });
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let stderr = match format {
+        LogFormat::Json => stderr.json().with_current_span(true).boxed(),
+        LogFormat::Pretty => stderr.boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        LogFormat::Json => logs.json().with_current_span(true).init(),
-        LogFormat::Pretty => logs.init(),
+        .with(stderr)
+        // Error logs become Sentry events; info and warn lines the breadcrumbs sent
+        // with the next one.
+        .with(sentry.as_ref().map(|_| {
+            sentry::integrations::tracing::ErrorLayer::new()
+                .with_filter(tracing_subscriber::filter::LevelFilter::ERROR)
+        }))
+        .with(sentry.as_ref().map(|_| {
+            sentry::integrations::tracing::BreadcrumbLayer::new()
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+        }))
+        .init();
+    if let Some(g) = &sentry {
+        // Never the DSN itself: it holds the project's key.
+        tracing::info!(enabled = g.is_enabled(), "error tracking: Sentry");
     }
+    sentry
+}
+
+async fn run(args: ServeArgs) -> std::process::ExitCode {
+    let _sentry = init_logs(args.log_format);
     match serve(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
