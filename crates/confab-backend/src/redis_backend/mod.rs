@@ -479,6 +479,9 @@ pub const REDIS_COMMAND_SECONDS: &str = "confab_redis_command_seconds";
 /// 1 while the pub/sub connection is up and answered its last health check
 /// (every `health_interval`), else 0.
 pub const REDIS_UP: &str = "confab_redis_up";
+/// From a message stored (its id: Redis's clock) to its pub/sub frame received by
+/// this gateway.
+pub const PUBSUB_LAG_SECONDS: &str = "confab_pubsub_lag_seconds";
 
 /// Describe this backend's metrics (call once, after installing the recorder).
 pub fn describe_metrics() {
@@ -486,6 +489,11 @@ pub fn describe_metrics() {
         REDIS_COMMAND_SECONDS,
         metrics::Unit::Seconds,
         "Round trip of Redis commands, scripts and pipelines (pool wait included), by outcome (ok, error, timeout)"
+    );
+    metrics::describe_histogram!(
+        PUBSUB_LAG_SECONDS,
+        metrics::Unit::Seconds,
+        "From a message or DM stored (its id, on Redis's clock) to its pub/sub frame received by this gateway"
     );
     metrics::describe_gauge!(
         REDIS_UP,

@@ -199,6 +199,16 @@ impl Shared {
         };
         match decode_frame(&topic, msg.get_payload_bytes()) {
             Ok(ev) => {
+                // Stored (the id's ms: Redis's clock) → received here.
+                let stored = match &ev {
+                    BusEvent::Message(m) => Some(m.id.ms),
+                    BusEvent::Dm(d) => Some(d.id.ms),
+                    _ => None,
+                };
+                if let Some(ms) = stored {
+                    let lag = crate::now_ms().saturating_sub(ms) as f64 / 1000.0;
+                    metrics::histogram!(super::PUBSUB_LAG_SECONDS).record(lag);
+                }
                 self.cursors.lock().offer(&topic, ev, &self.events);
             }
             Err(e) => tracing::warn!(error = %e, "dropping undecodable pub/sub frame"),
